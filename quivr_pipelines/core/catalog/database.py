@@ -1,0 +1,107 @@
+"""PostgreSQL access (psycopg 3) and versioned schema migrations.
+
+One code path for production and the embedded default: without QUIVR_DATABASE_URL an embedded
+PostgreSQL (the `pgserver` package, which bundles the server and pg_dump) is started on a Unix
+socket under the data directory and shared by every process that uses the same directory.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def embedded_postgres_dsn(pgdata: Path) -> str:
+    import pgserver
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    folder = resources.files("quivr_pipelines.core.catalog") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+class Database:
+    """A small connection pool with every connection pinned to the catalog schema."""
+
+    def __init__(self, dsn: str, schema: str = "quivr", pool_size: int = 5):
+        if not SCHEMA_PATTERN.match(schema):
+            raise ValueError(f"invalid schema name {schema!r}")
+        self.schema = schema
+        self.dsn = dsn
+        self.pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": False},
+            configure=self._configure,
+            open=True,
+            name="quivr-catalog",
+        )
+        self.migrate()
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(f'SET search_path TO "{self.schema}", public')
+        conn.commit()
+
+    @contextmanager
+    def transaction(self):
+        """A connection in a transaction: committed on success, rolled back on error."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations in order, once, even with several processes starting at once."""
+        applied_now = []
+        with psycopg.connect(self.dsn, autocommit=False) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('quivr_pipelines_migrations'))")
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET LOCAL search_path TO "{self.schema}", public')
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in migration_files():
+                if version in done:
+                    continue
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                )
+                applied_now.append(version)
+            conn.commit()
+        return applied_now
+
+    def schema_version(self) -> int:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+            return row[0]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def open_database(settings) -> Database:
+    dsn = (
+        settings.database_url.get_secret_value()
+        if settings.database_url
+        else embedded_postgres_dsn(settings.postgres_dir)
+    )
+    return Database(dsn, schema=settings.database_schema, pool_size=settings.database_pool_size)

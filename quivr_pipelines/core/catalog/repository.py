@@ -1,0 +1,218 @@
+"""Catalog reads and writes: knowledge bases, documents, the usage ledger, the embedding cache.
+
+Every write is an upsert keyed by its natural key, so retrying any step converges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg.rows import dict_row
+
+from quivr_pipelines.core.catalog.database import Database
+
+
+@dataclass(frozen=True)
+class KbConfig:
+    name: str
+    chunk_max_characters: int
+    chunk_new_after_characters: int
+    chunk_combine_under_characters: int
+    chunk_overlap_characters: int
+    collection: str | None = None
+    embedding_model: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """What the pipeline learned about one document; written in one upsert."""
+
+    kb: str
+    object_key: str
+    status: str
+    etag: str | None = None
+    version_id: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    content_type: str | None = None
+    source_uri: str | None = None
+    error_type: str | None = None
+    failure_reason: str | None = None
+    page_count: int | None = None
+    element_count: int | None = None
+    chunk_count: int = 0
+    token_count: int = 0
+    parse_seconds: float | None = None
+    embed_seconds: float | None = None
+    write_seconds: float | None = None
+    total_seconds: float | None = None
+    collection: str | None = None
+    embedding_model: str | None = None
+    dagster_run_id: str | None = None
+
+
+def ensure_kb(db: Database, kb: str, defaults: KbConfig) -> KbConfig:
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO knowledge_bases (name, chunk_max_characters, chunk_new_after_characters,"
+            " chunk_combine_under_characters, chunk_overlap_characters)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (kb, defaults.chunk_max_characters, defaults.chunk_new_after_characters,
+             defaults.chunk_combine_under_characters, defaults.chunk_overlap_characters),
+        )
+    return get_kb(db, kb)
+
+
+def get_kb(db: Database, kb: str) -> KbConfig:
+    with db.transaction() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        row = cur.execute(
+            "SELECT name, chunk_max_characters, chunk_new_after_characters,"
+            " chunk_combine_under_characters, chunk_overlap_characters, collection, embedding_model"
+            " FROM knowledge_bases WHERE name = %s",
+            (kb,),
+        ).fetchone()
+    if row is None:
+        raise KeyError(kb)
+    return KbConfig(**row)
+
+
+def configure_kb(db: Database, kb: str, **sizes: int) -> KbConfig:
+    allowed = {"chunk_max_characters", "chunk_new_after_characters",
+               "chunk_combine_under_characters", "chunk_overlap_characters"}
+    updates = {k: v for k, v in sizes.items() if v is not None}
+    if not updates:
+        return get_kb(db, kb)
+    if set(updates) - allowed:
+        raise ValueError(f"unknown KB settings: {sorted(set(updates) - allowed)}")
+    assignments = ", ".join(f"{column} = %({column})s" for column in updates)
+    with db.transaction() as conn:
+        conn.execute(
+            f"UPDATE knowledge_bases SET {assignments}, updated_at = now() WHERE name = %(kb)s",
+            {**updates, "kb": kb},
+        )
+    return get_kb(db, kb)
+
+
+def set_kb_collection(db: Database, kb: str, collection: str, embedding_model: str) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE knowledge_bases SET collection = %s, embedding_model = %s, updated_at = now()"
+            " WHERE name = %s AND (collection IS DISTINCT FROM %s OR embedding_model IS DISTINCT FROM %s)",
+            (collection, embedding_model, kb, collection, embedding_model),
+        )
+
+
+def get_documents(db: Database, kb: str, keys: Sequence[str] | None = None) -> dict[str, dict]:
+    with db.transaction() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        if keys is None:
+            rows = cur.execute("SELECT * FROM documents WHERE kb = %s", (kb,)).fetchall()
+        else:
+            rows = cur.execute(
+                "SELECT * FROM documents WHERE kb = %s AND object_key = ANY(%s)", (kb, list(keys))
+            ).fetchall()
+    return {row["object_key"]: row for row in rows}
+
+
+_DOCUMENT_COLUMNS = [
+    "etag", "version_id", "sha256", "size_bytes", "content_type", "source_uri", "status",
+    "error_type", "failure_reason", "page_count", "element_count", "chunk_count", "token_count",
+    "parse_seconds", "embed_seconds", "write_seconds", "total_seconds", "collection",
+    "embedding_model", "dagster_run_id",
+]
+
+
+def record_documents(db: Database, records: Iterable[DocumentRecord]) -> None:
+    columns = ", ".join(_DOCUMENT_COLUMNS)
+    placeholders = ", ".join(f"%({c})s" for c in _DOCUMENT_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _DOCUMENT_COLUMNS)
+    sql = (
+        f"INSERT INTO documents (kb, object_key, {columns}, ingested_at)"
+        f" VALUES (%(kb)s, %(object_key)s, {placeholders},"
+        "  CASE WHEN %(status)s = 'ingested' THEN now() END)"
+        f" ON CONFLICT (kb, object_key) DO UPDATE SET {updates},"
+        "  ingested_at = CASE WHEN EXCLUDED.status = 'ingested' THEN now()"
+        "                ELSE documents.ingested_at END,"
+        "  updated_at = now()"
+    )
+    params = [record.__dict__ for record in records]
+    if not params:
+        return
+    with db.transaction() as conn:
+        conn.cursor().executemany(sql, params)
+
+
+def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE documents SET status = 'deleted', chunk_count = 0, updated_at = now()"
+            " WHERE kb = %s AND object_key = ANY(%s)",
+            (kb, list(keys)),
+        )
+
+
+def kb_status(db: Database) -> list[dict]:
+    with db.transaction() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(
+            "SELECT k.name AS kb, k.collection, k.embedding_model,"
+            " count(d.object_key) FILTER (WHERE d.status = 'ingested') AS ingested,"
+            " count(d.object_key) FILTER (WHERE d.status = 'failed') AS failed,"
+            " count(d.object_key) FILTER (WHERE d.status = 'skipped') AS skipped,"
+            " count(d.object_key) FILTER (WHERE d.status = 'deleted') AS deleted,"
+            " count(d.object_key) FILTER (WHERE d.status = 'pending') AS pending,"
+            " coalesce(sum(d.chunk_count) FILTER (WHERE d.status = 'ingested'), 0) AS chunks,"
+            " coalesce(sum(d.token_count) FILTER (WHERE d.status = 'ingested'), 0) AS tokens,"
+            " max(d.ingested_at) AS last_ingestion"
+            " FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name"
+            " GROUP BY k.name, k.collection, k.embedding_model ORDER BY k.name"
+        ).fetchall()
+
+
+def failures(db: Database, kb: str) -> list[dict]:
+    with db.transaction() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(
+            "SELECT object_key, status, error_type, failure_reason FROM documents"
+            " WHERE kb = %s AND status IN ('failed', 'skipped') ORDER BY object_key",
+            (kb,),
+        ).fetchall()
+
+
+def record_usage(db: Database, *, kind: str, provider: str, model: str, kb: str | None,
+                 prompt_tokens: int, inputs: int, cached_inputs: int = 0,
+                 completion_tokens: int = 0, dagster_run_id: str | None = None,
+                 api_key_id: str | None = None) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO usage_ledger (kind, provider, model, kb, prompt_tokens, completion_tokens,"
+            " inputs, cached_inputs, dagster_run_id, api_key_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (kind, provider, model, kb, prompt_tokens, completion_tokens, inputs, cached_inputs,
+             dagster_run_id, api_key_id),
+        )
+
+
+def cached_embeddings(db: Database, model: str, digests: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+    if not digests:
+        return {}
+    with db.transaction() as conn:
+        rows = conn.execute(
+            "SELECT text_sha256, vector FROM embedding_cache WHERE model = %s AND text_sha256 = ANY(%s)",
+            (model, list(digests)),
+        ).fetchall()
+    return {bytes(digest): np.frombuffer(vector, dtype=np.float32) for digest, vector in rows}
+
+
+def store_embeddings(db: Database, model: str, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+    if not items:
+        return
+    with db.transaction() as conn:
+        conn.cursor().executemany(
+            "INSERT INTO embedding_cache (model, text_sha256, vector) VALUES (%s, %s, %s)"
+            " ON CONFLICT (model, text_sha256) DO NOTHING",
+            [(model, digest, np.asarray(vec, dtype=np.float32).tobytes()) for digest, vec in items],
+        )

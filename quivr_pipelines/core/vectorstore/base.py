@@ -1,0 +1,86 @@
+"""The vector store interface shared by the pipelines and the query service.
+
+Two implementations speak it: `QdrantServerStore` (qdrant-client against a Qdrant server; its
+local mode in tests) and `EmbeddedStore` (Qdrant's own engine in-process, qdrant-edge).
+Collections hold one named dense vector ("dense", cosine) and one sparse vector ("sparse",
+IDF modifier). A KB is read through an alias named after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from quivr_pipelines.core.sparse import SparseVector
+
+DENSE = "dense"
+SPARSE = "sparse"
+SearchMode = Literal["hybrid", "dense", "sparse"]
+# Payload fields with an index: filters on them stay fast at 100k+ points.
+KEYWORD_FIELDS = ("kb", "document_key", "content_type", "version")
+INTEGER_FIELDS = ("chunk_index",)
+DATETIME_FIELDS = ("ingested_at",)
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    id: str
+    dense: list[float]
+    sparse: SparseVector
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    points: int
+    dimensions: int
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    kb: str | None = None
+    document_key_prefix: str | None = None
+    content_types: tuple[str, ...] = ()
+    ingested_after: str | None = None
+    ingested_before: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    def ensure_collection(self, name: str, dimensions: int, fingerprint: str) -> None: ...
+
+    def collection_info(self, name: str) -> CollectionInfo | None: ...
+
+    def list_collections(self) -> list[str]: ...
+
+    def resolve_alias(self, alias: str) -> str | None: ...
+
+    def set_alias(self, alias: str, collection: str) -> None: ...
+
+    def replace_document(self, collection: str, kb: str, document_key: str,
+                         points: list[PointRecord]) -> None:
+        """Upsert the document's points, then drop its chunks beyond the new count."""
+
+    def replace_documents(self, collection: str, items: list[tuple[str, str, list[PointRecord]]]) -> None:
+        """`replace_document` for many documents in one write session."""
+
+    def optimize(self, collection: str) -> bool: ...
+
+    def delete_document(self, collection: str, kb: str, document_key: str) -> None: ...
+
+    def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]: ...
+
+    def count(self, collection: str, kb: str | None = None, document_key: str | None = None) -> int: ...
+
+    def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,260 @@
+"""The embedded default: Qdrant's own engine in-process (qdrant-edge), one shard per collection.
+
+The engine has no collections or aliases of its own, so this adapter keeps them on disk:
+`<root>/collections/<name>/` holds the shard and `meta.json` (dimensions, embedding
+fingerprint); `<root>/aliases.json` maps KB aliases to collections (replaced atomically).
+Processes share the directory through `StoreHandoff` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from qdrant_edge import (
+    CountRequest, DatetimeIndexParams, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    EdgeVectorParams, FieldCondition, Filter, Fusion, KeywordIndexParams, MatchAny, MatchPrefix,
+    MatchValue, Modifier, PayloadSchemaType, Point, Prefetch, Query, QueryRequest, RangeDateTime,
+    RangeFloat, ScrollRequest, UpdateOperation,
+)
+from qdrant_edge import SparseVector as EdgeSparse
+
+from quivr_pipelines.core.sparse import SparseVector
+from quivr_pipelines.core.vectorstore.base import (
+    DATETIME_FIELDS, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo, Hit,
+    PointRecord, SearchFilter, SearchMode,
+)
+from quivr_pipelines.core.vectorstore.handoff import StoreHandoff
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+PREFETCH_MULTIPLIER = 4
+HANDOFF_POLL_SECONDS = 0.05
+
+
+def _document_filter(kb: str, document_key: str, min_chunk_index: int | None = None) -> Filter:
+    must = [FieldCondition(key="kb", match=MatchValue(kb)),
+            FieldCondition(key="document_key", match=MatchValue(document_key))]
+    if min_chunk_index is not None:
+        must.append(FieldCondition(key="chunk_index", range=RangeFloat(gte=min_chunk_index)))
+    return Filter(must=must)
+
+
+def _search_filter(flt: SearchFilter | None) -> Filter | None:
+    if flt is None:
+        return None
+    must = []
+    if flt.kb:
+        must.append(FieldCondition(key="kb", match=MatchValue(flt.kb)))
+    if flt.document_key_prefix:
+        must.append(FieldCondition(key="document_key", match=MatchPrefix(flt.document_key_prefix)))
+    if flt.content_types:
+        must.append(FieldCondition(key="content_type", match=MatchAny(list(flt.content_types))))
+    if flt.ingested_after or flt.ingested_before:
+        must.append(FieldCondition(key="ingested_at", range=RangeDateTime(
+            gte=flt.ingested_after, lte=flt.ingested_before)))
+    return Filter(must=must) if must else None
+
+
+class EmbeddedStore:
+    """`keep_open=False` (pipelines, CLI): hold the store only inside each call.
+    `keep_open=True` (query service): hold it between calls, hand it over when asked."""
+
+    def __init__(self, root: Path, keep_open: bool = False):
+        self.root = Path(root).resolve()
+        (self.root / "collections").mkdir(parents=True, exist_ok=True)
+        self.keep_open = keep_open
+        self.handoff = StoreHandoff(self.root)
+        self._shards: dict[str, EdgeShard] = {}
+        self._closed = False
+        if keep_open:
+            threading.Thread(target=self._watch_for_waiters, daemon=True,
+                             name="quivr-embedded-handoff").start()
+
+    # -- holding the store -------------------------------------------------------------------
+    def _watch_for_waiters(self) -> None:
+        while not self._closed:
+            time.sleep(HANDOFF_POLL_SECONDS)
+            if self.handoff.held and self.handoff.someone_waiting():
+                with self.handoff.mutex():
+                    self._close_shards()
+
+    def _close_shards(self) -> None:
+        for shard in self._shards.values():
+            shard.close()
+        self._shards.clear()
+        self.handoff.release()
+
+    def _run(self, fn):
+        with self.handoff.mutex():
+            if self.handoff.held and self.keep_open and self.handoff.someone_waiting():
+                self._close_shards()
+            self.handoff.acquire()
+            try:
+                return fn()
+            finally:
+                if not self.keep_open:
+                    self._close_shards()
+
+    def _shard(self, collection: str) -> EdgeShard:
+        name = self.resolve_alias_unlocked(collection) or collection
+        shard = self._shards.get(name)
+        if shard is None:
+            path = self._collection_dir(name)
+            if not (path / "meta.json").exists():
+                raise KeyError(f"collection {name!r} does not exist")
+            shard = EdgeShard.load(str(path / "shard"))
+            self._shards[name] = shard
+        return shard
+
+    def _collection_dir(self, name: str) -> Path:
+        if not COLLECTION_NAME.match(name):
+            raise ValueError(f"invalid collection name {name!r}")
+        return self.root / "collections" / name
+
+    # -- collections and aliases ---------------------------------------------------------------
+    def ensure_collection(self, name: str, dimensions: int, fingerprint: str) -> None:
+        def create():
+            path = self._collection_dir(name)
+            if (path / "meta.json").exists():
+                return
+            path.mkdir(parents=True, exist_ok=True)
+            config = EdgeConfig(
+                vectors={DENSE: EdgeVectorParams(size=dimensions, distance=Distance.Cosine)},
+                sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+            )
+            shard = EdgeShard.create(str(path / "shard"), config)
+            for field_name in KEYWORD_FIELDS:
+                params = KeywordIndexParams(prefix=True) if field_name == "document_key" else PayloadSchemaType.Keyword
+                shard.update(UpdateOperation.create_field_index(field_name, params))
+            for field_name in INTEGER_FIELDS:
+                shard.update(UpdateOperation.create_field_index(field_name, PayloadSchemaType.Integer))
+            for field_name in DATETIME_FIELDS:
+                shard.update(UpdateOperation.create_field_index(field_name, PayloadSchemaType.Datetime))
+            self._shards[name] = shard
+            _write_json(path / "meta.json", {"dimensions": dimensions, "embedding_fingerprint": fingerprint})
+
+        self._run(create)
+
+    def collection_info(self, name: str) -> CollectionInfo | None:
+        def info():
+            real = self.resolve_alias_unlocked(name) or name
+            meta_path = self._collection_dir(real) / "meta.json"
+            if not meta_path.exists():
+                return None
+            meta = json.loads(meta_path.read_text())
+            return CollectionInfo(name=real, points=self._shard(real).count(CountRequest(exact=True)),
+                                  dimensions=meta["dimensions"], fingerprint=meta.get("embedding_fingerprint"))
+
+        return self._run(info)
+
+    def list_collections(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "collections").iterdir() if (p / "meta.json").exists())
+
+    def _aliases(self) -> dict[str, str]:
+        path = self.root / "aliases.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def resolve_alias_unlocked(self, alias: str) -> str | None:
+        return self._aliases().get(alias)
+
+    def resolve_alias(self, alias: str) -> str | None:
+        return self._run(lambda: self.resolve_alias_unlocked(alias))
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        def swap():
+            if not (self._collection_dir(collection) / "meta.json").exists():
+                raise KeyError(f"collection {collection!r} does not exist")
+            aliases = self._aliases()
+            aliases[alias] = collection
+            _write_json(self.root / "aliases.json", aliases)
+
+        self._run(swap)
+
+    # -- points ----------------------------------------------------------------------------------
+    def replace_document(self, collection: str, kb: str, document_key: str,
+                         points: list[PointRecord]) -> None:
+        self.replace_documents(collection, [(kb, document_key, points)])
+
+    def replace_documents(self, collection: str, items: list[tuple[str, str, list[PointRecord]]]) -> None:
+        """Several documents in one hold of the store (one open/flush/close for a whole batch)."""
+
+        def write():
+            shard = self._shard(collection)
+            for kb, document_key, points in items:
+                if points:
+                    shard.update(UpdateOperation.upsert_points([
+                        Point(p.id, {DENSE: p.dense, SPARSE: EdgeSparse(indices=p.sparse.indices,
+                                                                         values=p.sparse.values)},
+                              p.payload)
+                        for p in points
+                    ]))
+                shard.update(UpdateOperation.delete_points_by_filter(
+                    _document_filter(kb, document_key, min_chunk_index=len(points))))
+            shard.flush()
+
+        self._run(write)
+
+    def delete_document(self, collection: str, kb: str, document_key: str) -> None:
+        def delete():
+            shard = self._shard(collection)
+            shard.update(UpdateOperation.delete_points_by_filter(_document_filter(kb, document_key)))
+            shard.flush()
+
+        self._run(delete)
+
+    def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]:
+        def scroll():
+            shard = self._shard(collection)
+            hits, offset = [], None
+            while True:
+                records, offset = shard.scroll(ScrollRequest(
+                    offset=offset, limit=256, filter=_document_filter(kb, document_key), with_payload=True))
+                hits.extend(Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {})) for r in records)
+                if offset is None:
+                    return sorted(hits, key=lambda h: h.payload.get("chunk_index", 0))
+
+        return self._run(scroll)
+
+    def count(self, collection: str, kb: str | None = None, document_key: str | None = None) -> int:
+        flt = _document_filter(kb, document_key) if kb and document_key else _search_filter(SearchFilter(kb=kb))
+        return self._run(lambda: self._shard(collection).count(CountRequest(filter=flt, exact=True)))
+
+    def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]:
+        query_filter = _search_filter(flt)
+        sparse_query = EdgeSparse(indices=sparse.indices, values=sparse.values) if sparse is not None else None
+        if mode == "dense":
+            request = QueryRequest(query=Query.Nearest(dense, using=DENSE), filter=query_filter,
+                                   limit=limit, with_payload=True)
+        elif mode == "sparse":
+            request = QueryRequest(query=Query.Nearest(sparse_query, using=SPARSE), filter=query_filter,
+                                   limit=limit, with_payload=True)
+        else:
+            depth = max(limit * PREFETCH_MULTIPLIER, 20)
+            request = QueryRequest(
+                prefetches=[Prefetch(query=Query.Nearest(dense, using=DENSE), limit=depth, filter=query_filter),
+                            Prefetch(query=Query.Nearest(sparse_query, using=SPARSE), limit=depth,
+                                     filter=query_filter)],
+                query=Fusion.Rrf(k=60), filter=query_filter, limit=limit, with_payload=True)
+        points = self._run(lambda: self._shard(collection).query(request))
+        return [Hit(id=str(p.id), score=p.score, payload=dict(p.payload or {})) for p in points]
+
+    def optimize(self, collection: str) -> bool:
+        """Build the HNSW index for points written since the last optimisation."""
+        return self._run(lambda: self._shard(collection).optimize())
+
+    def close(self) -> None:
+        with self.handoff.mutex():
+            self._closed = True
+            self._close_shards()
+            self.handoff.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)

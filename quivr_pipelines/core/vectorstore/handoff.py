@@ -1,0 +1,67 @@
+"""Share one embedded engine directory between processes, one holder at a time.
+
+Qdrant's embedded engine (like SQLite in exclusive mode) lets only one process open a shard.
+Every process follows the same protocol on two lock files in the store's root:
+
+- `.intent` : a process that wants the store takes it exclusively and keeps it until it holds
+  the store; a waiting intent is how a long-lived holder learns that somebody is queuing;
+- `.lock`   : held exclusively for as long as the process keeps shards open.
+
+Short-lived users (Dagster runs, the CLI) open, write a batch, close and release. A long-lived
+reader (the query service) keeps the store open between requests for speed, and hands it over
+as soon as it sees a waiting intent: it closes, releases, queues like everyone else and reopens
+when the writer is done. No process ever sees "already accessed by another instance", and no
+write is lost, because nobody opens a shard without holding `.lock`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class StoreHandoff:
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self._intent_fd = os.open(root / ".intent", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._mutex = threading.RLock()  # threads of this process share one holder
+        self.held = False
+
+    def acquire(self) -> None:
+        """Block until this process holds the store (call with the mutex held)."""
+        if self.held:
+            return
+        fcntl.flock(self._intent_fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        finally:
+            fcntl.flock(self._intent_fd, fcntl.LOCK_UN)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self.held = False
+
+    def someone_waiting(self) -> bool:
+        """True when another process holds `.intent`, i.e. queues for the store."""
+        try:
+            fcntl.flock(self._intent_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._intent_fd, fcntl.LOCK_UN)
+        return False
+
+    @contextmanager
+    def mutex(self):
+        with self._mutex:
+            yield
+
+    def close(self) -> None:
+        self.release()
+        os.close(self._intent_fd)
+        os.close(self._lock_fd)

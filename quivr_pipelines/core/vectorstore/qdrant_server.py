@@ -1,0 +1,159 @@
+"""A Qdrant server through qdrant-client (tested against qdrant-client's local mode)."""
+
+from __future__ import annotations
+
+from qdrant_client import QdrantClient, models
+
+from quivr_pipelines.core.sparse import SparseVector
+from quivr_pipelines.core.vectorstore.base import (
+    DATETIME_FIELDS, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo, Hit,
+    PointRecord, SearchFilter, SearchMode,
+)
+
+PREFETCH_MULTIPLIER = 4
+
+
+def document_filter(kb: str, document_key: str, min_chunk_index: int | None = None) -> models.Filter:
+    must = [
+        models.FieldCondition(key="kb", match=models.MatchValue(value=kb)),
+        models.FieldCondition(key="document_key", match=models.MatchValue(value=document_key)),
+    ]
+    if min_chunk_index is not None:
+        must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=min_chunk_index)))
+    return models.Filter(must=must)
+
+
+def search_filter(flt: SearchFilter | None) -> models.Filter | None:
+    if flt is None:
+        return None
+    must: list = []
+    if flt.kb:
+        must.append(models.FieldCondition(key="kb", match=models.MatchValue(value=flt.kb)))
+    if flt.document_key_prefix:
+        must.append(models.FieldCondition(key="document_key", match=models.MatchPrefix(prefix=flt.document_key_prefix)))
+    if flt.content_types:
+        must.append(models.FieldCondition(key="content_type", match=models.MatchAny(any=list(flt.content_types))))
+    if flt.ingested_after or flt.ingested_before:
+        must.append(models.FieldCondition(key="ingested_at", range=models.DatetimeRange(
+            gte=flt.ingested_after, lte=flt.ingested_before)))
+    return models.Filter(must=must) if must else None
+
+
+class QdrantServerStore:
+    def __init__(self, client: QdrantClient):
+        self.client = client
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None, prefer_grpc: bool = False,
+                timeout: float = 30.0) -> QdrantServerStore:
+        return cls(QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=int(timeout)))
+
+    def ensure_collection(self, name: str, dimensions: int, fingerprint: str) -> None:
+        if self.client.collection_exists(name):
+            return
+        self.client.create_collection(
+            name,
+            vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={"embedding_fingerprint": fingerprint, "dimensions": dimensions},
+        )
+        for field_name in KEYWORD_FIELDS:
+            self.client.create_payload_index(name, field_name, models.PayloadSchemaType.KEYWORD)
+        for field_name in INTEGER_FIELDS:
+            self.client.create_payload_index(name, field_name, models.PayloadSchemaType.INTEGER)
+        for field_name in DATETIME_FIELDS:
+            self.client.create_payload_index(name, field_name, models.PayloadSchemaType.DATETIME)
+
+    def collection_info(self, name: str) -> CollectionInfo | None:
+        name = self.resolve_alias(name) or name
+        if not self.client.collection_exists(name):
+            return None
+        info = self.client.get_collection(name)
+        metadata = info.config.metadata or {}
+        vectors = info.config.params.vectors
+        dims = vectors[DENSE].size if isinstance(vectors, dict) else vectors.size
+        return CollectionInfo(name=name, points=self.client.count(name, exact=True).count,
+                              dimensions=dims, fingerprint=metadata.get("embedding_fingerprint"))
+
+    def list_collections(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+    def resolve_alias(self, alias: str) -> str | None:
+        for description in self.client.get_aliases().aliases:
+            if description.alias_name == alias:
+                return description.collection_name
+        return None
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        operations = []
+        if self.resolve_alias(alias) is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=operations)
+
+    def replace_document(self, collection: str, kb: str, document_key: str,
+                         points: list[PointRecord]) -> None:
+        if points:
+            self.client.upsert(collection, wait=True, points=[
+                models.PointStruct(
+                    id=p.id,
+                    vector={DENSE: p.dense,
+                            SPARSE: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)},
+                    payload=p.payload,
+                )
+                for p in points
+            ])
+        self.client.delete(collection, wait=True, points_selector=models.FilterSelector(
+            filter=document_filter(kb, document_key, min_chunk_index=len(points))))
+
+    def replace_documents(self, collection: str, items: list[tuple[str, str, list[PointRecord]]]) -> None:
+        for kb, document_key, points in items:
+            self.replace_document(collection, kb, document_key, points)
+
+    def optimize(self, collection: str) -> bool:
+        return False  # a Qdrant server indexes by itself
+
+    def delete_document(self, collection: str, kb: str, document_key: str) -> None:
+        self.client.delete(collection, wait=True,
+                           points_selector=models.FilterSelector(filter=document_filter(kb, document_key)))
+
+    def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]:
+        hits, offset = [], None
+        while True:
+            records, offset = self.client.scroll(collection, scroll_filter=document_filter(kb, document_key),
+                                                 limit=256, offset=offset, with_payload=True)
+            hits.extend(Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records)
+            if offset is None:
+                return sorted(hits, key=lambda h: h.payload.get("chunk_index", 0))
+
+    def count(self, collection: str, kb: str | None = None, document_key: str | None = None) -> int:
+        flt = document_filter(kb, document_key) if kb and document_key else search_filter(SearchFilter(kb=kb))
+        return self.client.count(collection, count_filter=flt, exact=True).count
+
+    def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]:
+        query_filter = search_filter(flt)
+        sparse_query = (models.SparseVector(indices=sparse.indices, values=sparse.values)
+                        if sparse is not None else None)
+        if mode == "dense":
+            response = self.client.query_points(collection, query=dense, using=DENSE, limit=limit,
+                                                query_filter=query_filter, with_payload=True)
+        elif mode == "sparse":
+            response = self.client.query_points(collection, query=sparse_query, using=SPARSE, limit=limit,
+                                                query_filter=query_filter, with_payload=True)
+        else:
+            depth = max(limit * PREFETCH_MULTIPLIER, 20)
+            response = self.client.query_points(
+                collection,
+                prefetch=[
+                    models.Prefetch(query=dense, using=DENSE, limit=depth, filter=query_filter),
+                    models.Prefetch(query=sparse_query, using=SPARSE, limit=depth, filter=query_filter),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=limit, query_filter=query_filter, with_payload=True,
+            )
+        return [Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points]
+
+    def close(self) -> None:
+        self.client.close()
