@@ -145,6 +145,20 @@ def record_documents(db: Database, records: Iterable[DocumentRecord]) -> None:
         conn.cursor().executemany(sql, params)
 
 
+def mark_requested(db: Database, kb: str, etags: dict[str, str]) -> None:
+    """Remember that a run was requested for these (key, etag) pairs; creates pending rows."""
+    if not etags:
+        return
+    with db.transaction() as conn:
+        conn.cursor().executemany(
+            "INSERT INTO documents (kb, object_key, status, requested_etag, requested_at)"
+            " VALUES (%s, %s, 'pending', %s, now())"
+            " ON CONFLICT (kb, object_key) DO UPDATE SET requested_etag = EXCLUDED.requested_etag,"
+            " requested_at = now()",
+            [(kb, key, etag) for key, etag in etags.items()],
+        )
+
+
 def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
     with db.transaction() as conn:
         conn.execute(

@@ -39,6 +39,10 @@ CREATE TABLE documents (
     ingested_at      timestamptz,
     updated_at       timestamptz NOT NULL DEFAULT now(),
     dagster_run_id   text,
+    -- Set when a run is requested for this etag, so the next sensor tick does not ask again
+    -- while the run is queued; a request older than the sensor's timeout is asked again.
+    requested_etag   text,
+    requested_at     timestamptz,
     PRIMARY KEY (kb, object_key)
 );
 CREATE INDEX documents_kb_status ON documents (kb, status);

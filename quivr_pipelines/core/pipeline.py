@@ -1,0 +1,271 @@
+"""Ingest a batch of documents of one KB: read, parse, chunk, embed, write, record.
+
+Plain Python, no Dagster: the Dagster assets, the CLI and the benchmarks all call
+`ingest_documents`. Every document ends with exactly one outcome (ingested / unchanged /
+skipped / failed) and one catalog row; one document's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from quivr_pipelines.core import events, sparse
+from quivr_pipelines.core.catalog import repository
+from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
+from quivr_pipelines.core.chunking import Chunk, chunk_elements
+from quivr_pipelines.core.embedding.base import Embedder
+from quivr_pipelines.core.embedding.batching import embed_documents
+from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.keys import check_object_key, point_id
+from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
+from quivr_pipelines.core.parsing import ParsedDocument, parse_document
+from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
+
+# Failures worth retrying when the source has not changed: the system failed, not the input.
+TRANSIENT_ERRORS = {"embedding_error", "vector_store_error", "not_found"}
+
+
+@dataclass
+class DocumentOutcome:
+    kb: str
+    object_key: str
+    status: str  # ingested / unchanged / skipped / failed
+    error_type: str | None = None
+    reason: str | None = None
+    pages: int | None = None
+    elements: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    version: str | None = None
+    sha256: str | None = None
+    collection: str | None = None
+    model: str | None = None
+    size_bytes: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ingested", "unchanged")
+
+
+@dataclass
+class IngestionContext:
+    store: ObjectStore
+    vectors: VectorStore
+    embedder: Embedder
+    db: Database
+    defaults: KbConfig
+    max_bytes: int
+    batch_size: int = 64
+    run_id: str | None = None
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class _Prepared:
+    info: ObjectInfo
+    sha256: str
+    parsed: ParsedDocument
+    chunks: list[Chunk]
+    parse_seconds: float
+    started: float
+    timings: dict = field(default_factory=dict)
+
+
+def collection_name(kb: str, fingerprint: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", fingerprint.lower()).strip("-")
+    return f"kb_{kb}__{slug}"[:200]
+
+
+def ensure_kb_collection(ctx: IngestionContext, kb: str) -> tuple[KbConfig, str]:
+    """The KB's config and the collection its alias points to (created on first use)."""
+    config = repository.ensure_kb(ctx.db, kb, ctx.defaults)
+    current = ctx.vectors.resolve_alias(kb)
+    if current is None:
+        current = collection_name(kb, ctx.embedder.fingerprint)
+        ctx.vectors.ensure_collection(current, ctx.embedder.dimensions, ctx.embedder.fingerprint)
+        ctx.vectors.set_alias(kb, current)
+    repository.set_kb_collection(ctx.db, kb, current, ctx.embedder.fingerprint)
+    return config, current
+
+
+def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force: bool = False) -> list[DocumentOutcome]:
+    config, collection = ensure_kb_collection(ctx, kb)
+    known = repository.get_documents(ctx.db, kb, list(keys))
+    outcomes: dict[str, DocumentOutcome] = {}
+    records: dict[str, DocumentRecord] = {}
+    prepared: dict[str, _Prepared] = {}
+
+    for done, key in enumerate(keys, start=1):
+        started = time.perf_counter()
+        info = None
+        try:
+            check_object_key(key)
+            info = ctx.store.head(kb, key)
+            if info is None:
+                raise IngestionError("not_found", "object no longer exists in the store")
+            row = known.get(key)
+            if not force and _unchanged(row, info.etag, ctx.embedder.fingerprint):
+                outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
+                continue
+            content = ctx.store.read(kb, key, ctx.max_bytes)
+            info, sha = content.info, content.sha256
+            if not force and row and row["sha256"] == sha and _unchanged(row, row["etag"], ctx.embedder.fingerprint):
+                # Touched but identical (a local mtime change, an S3 copy-in-place): record the new etag.
+                outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
+                records[key] = _record_from_row(row, info)
+                continue
+            parse_started = time.perf_counter()
+            parsed = parse_document(content.data, key, info.content_type)
+            chunks = chunk_elements(parsed.elements, config)
+            if not chunks:
+                raise IngestionError("no_text", "no extractable text (image-only, empty or scanned without a text layer)")
+            prepared[key] = _Prepared(info, sha, parsed, chunks, time.perf_counter() - parse_started, started)
+        except IngestionError as exc:
+            outcomes[key], records[key] = _failure(ctx, kb, key, info, exc, collection, started)
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not sink the batch
+            error = IngestionError("parse_error", f"{type(exc).__name__}: {exc}"[:500])
+            outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
+        if ctx.progress:
+            ctx.progress(done, len(keys))
+
+    if prepared:
+        _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
+    repository.record_documents(ctx.db, records.values())
+    return [outcomes[key] for key in keys]
+
+
+def _unchanged(row: dict | None, etag: str | None, fingerprint: str) -> bool:
+    if row is None or row["etag"] != etag:
+        return False
+    if row["status"] == "ingested":
+        return row["embedding_model"] == fingerprint
+    return row["status"] in ("skipped", "failed") and row["error_type"] not in TRANSIENT_ERRORS
+
+
+def _unchanged_outcome(kb, key, row, collection, fingerprint) -> DocumentOutcome:
+    ok = row["status"] == "ingested"
+    return DocumentOutcome(
+        kb=kb, object_key=key, status="unchanged" if ok else row["status"],
+        error_type=row["error_type"], reason=row["failure_reason"], pages=row["page_count"],
+        elements=row["element_count"] or 0, chunks=row["chunk_count"], tokens=row["token_count"],
+        version=row["version_id"] or row["etag"], sha256=row["sha256"], collection=collection,
+        model=fingerprint, size_bytes=row["size_bytes"],
+    )
+
+
+def _record_from_row(row: dict, info: ObjectInfo) -> DocumentRecord:
+    fields = {k: row[k] for k in DocumentRecord.__dataclass_fields__ if k in row}
+    fields.update(etag=info.etag, version_id=info.version_id, size_bytes=info.size)
+    return DocumentRecord(**fields)
+
+
+def _failure(ctx, kb, key, info, exc: IngestionError, collection, started):
+    seconds = time.perf_counter() - started
+    events.ingestion_failed(kb=kb, object_key=key, error_type=exc.error_type,
+                            error_message=exc.message, status=exc.status)
+    outcome = DocumentOutcome(kb=kb, object_key=key, status=exc.status, error_type=exc.error_type,
+                              reason=exc.message, seconds=seconds, collection=collection,
+                              version=info.version if info else None,
+                              size_bytes=info.size if info else None)
+    record = DocumentRecord(
+        kb=kb, object_key=key, status=exc.status, error_type=exc.error_type, failure_reason=exc.message,
+        etag=info.etag if info else None, version_id=info.version_id if info else None,
+        size_bytes=info.size if info else None, content_type=info.content_type if info else None,
+        source_uri=_safe_uri(ctx, kb, key), total_seconds=seconds, collection=collection,
+        embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
+    )
+    if exc.error_type != "hostile_key":
+        # Whatever this document had in the index is stale now (changed into something unreadable).
+        try:
+            ctx.vectors.delete_document(collection, kb, key)
+        except Exception:  # noqa: BLE001 - the failure itself is already recorded
+            pass
+    return outcome, record
+
+
+def _safe_uri(ctx, kb, key) -> str | None:
+    try:
+        check_object_key(key)
+        return ctx.store.uri(kb, key)
+    except IngestionError:
+        return None
+
+
+def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcomes, records) -> None:
+    embedded = embed_documents(
+        ctx.embedder, ctx.db, [(key, [c.text for c in p.chunks]) for key, p in prepared.items()],
+        kb=kb, batch_size=ctx.batch_size, run_id=ctx.run_id,
+    )
+    total_texts = sum(len(p.chunks) for p in prepared.values()) or 1
+    ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    writes = []
+    for key, p in prepared.items():
+        if key in embedded.failures:
+            error = IngestionError("embedding_error", embedded.failures[key])
+            outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
+            continue
+        points = _points(ctx, kb, key, p, embedded.vectors[key], ingested_at)
+        writes.append((key, points))
+    write_started = time.perf_counter()
+    try:
+        ctx.vectors.replace_documents(collection, [(kb, key, points) for key, points in writes])
+        write_error = None
+    except Exception as exc:  # noqa: BLE001 - recorded per document below
+        write_error = IngestionError("vector_store_error", f"{type(exc).__name__}: {exc}"[:500])
+    write_seconds = time.perf_counter() - write_started
+    for key, points in writes:
+        p = prepared[key]
+        if write_error:
+            outcomes[key], records[key] = _failure(ctx, kb, key, p.info, write_error, collection, p.started)
+            continue
+        share = len(p.chunks) / total_texts
+        seconds = time.perf_counter() - p.started
+        tokens = embedded.tokens.get(key, 0)
+        outcomes[key] = DocumentOutcome(
+            kb=kb, object_key=key, status="ingested", pages=p.parsed.page_count,
+            elements=len(p.parsed.elements), chunks=len(points), tokens=tokens, seconds=seconds,
+            version=p.info.version, sha256=p.sha256, collection=collection,
+            model=ctx.embedder.fingerprint, size_bytes=p.info.size,
+        )
+        records[key] = DocumentRecord(
+            kb=kb, object_key=key, status="ingested", etag=p.info.etag, version_id=p.info.version_id,
+            sha256=p.sha256, size_bytes=p.info.size, content_type=p.parsed.content_type,
+            source_uri=ctx.store.uri(kb, key), page_count=p.parsed.page_count,
+            element_count=len(p.parsed.elements), chunk_count=len(points), token_count=tokens,
+            parse_seconds=p.parse_seconds, embed_seconds=embedded.seconds * share,
+            write_seconds=write_seconds * share, total_seconds=seconds, collection=collection,
+            embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
+        )
+
+
+def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at) -> list[PointRecord]:
+    source_uri = ctx.store.uri(kb, key)
+    return [
+        PointRecord(
+            id=point_id(kb, key, chunk.index),
+            dense=vectors[i].tolist(),
+            sparse=sparse.document_vector(chunk.text),
+            payload={
+                "kb": kb,
+                "document_key": key,
+                "version": p.info.version,
+                "sha256": p.sha256,
+                "chunk_index": chunk.index,
+                "text": chunk.text,
+                "page_number": chunk.page_number,
+                "element_categories": chunk.element_categories,
+                "section_title": chunk.section_title,
+                "content_type": p.parsed.content_type,
+                "source_uri": source_uri,
+                "ingested_at": ingested_at,
+                "embedding_model": ctx.embedder.fingerprint,
+            },
+        )
+        for i, chunk in enumerate(p.chunks)
+    ]
