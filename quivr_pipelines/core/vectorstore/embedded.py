@@ -76,10 +76,12 @@ class EmbeddedStore:
 
     # -- holding the store -------------------------------------------------------------------
     def _watch_for_waiters(self) -> None:
-        while not self._closed:
+        while True:
             time.sleep(HANDOFF_POLL_SECONDS)
-            if self.handoff.held and self.handoff.someone_waiting():
-                with self.handoff.mutex():
+            with self.handoff.mutex():
+                if self._closed:
+                    return
+                if self.handoff.held and self.handoff.someone_waiting():
                     self._close_shards()
 
     def _close_shards(self) -> None:
