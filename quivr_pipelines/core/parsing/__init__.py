@@ -1,0 +1,128 @@
+"""Parse a document's bytes into unstructured elements, offline, without OCR.
+
+A registry keyed by file extension says what each format needs; what we cannot read gets a
+precise reason (unsupported / encrypted / corrupt / empty / no text) instead of an exception.
+PDFs are read with pdfminer.six (what unstructured's "fast" strategy uses) because
+`unstructured[pdf]` drags in torch, CUDA wheels and OpenCV.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DO_NOT_TRACK", "1")  # unstructured calls home otherwise
+os.environ.setdefault("SCARF_NO_ANALYTICS", "true")
+os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path, PurePosixPath  # noqa: E402
+
+from quivr_pipelines.core.errors import IngestionError  # noqa: E402
+from quivr_pipelines.core.parsing import detect, offline_nlp  # noqa: E402
+from quivr_pipelines.core.parsing.text import decode_text  # noqa: E402
+
+TEXT_EXTENSIONS = {".txt", ".text", ".log"}
+MARKUP_EXTENSIONS = {".md", ".markdown", ".rst", ".org", ".html", ".htm", ".xml", ".json",
+                     ".ndjson", ".csv", ".tsv"}
+OFFICE_EXTENSIONS = {".docx", ".pptx", ".xlsx", ".xls", ".odt", ".epub", ".rtf"}
+EMAIL_EXTENSIONS = {".eml", ".msg"}
+SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | MARKUP_EXTENSIONS | OFFICE_EXTENSIONS | EMAIL_EXTENSIONS | {".pdf"}
+UNSUPPORTED_REASONS = {
+    ".doc": "legacy Word .doc needs LibreOffice (soffice), which is not installed; save it as .docx",
+    ".ppt": "legacy PowerPoint .ppt needs LibreOffice (soffice), which is not installed; save it as .pptx",
+    ".zip": "archives are not unpacked; upload the documents inside it instead",
+    ".png": "images need OCR, which is disabled",
+    ".jpg": "images need OCR, which is disabled",
+    ".jpeg": "images need OCR, which is disabled",
+    ".tif": "images need OCR, which is disabled",
+    ".tiff": "images need OCR, which is disabled",
+    ".gif": "images need OCR, which is disabled",
+    ".heic": "images need OCR, which is disabled",
+}
+
+CONTENT_TYPES = {
+    ".pdf": "application/pdf", ".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
+    ".rst": "text/x-rst", ".org": "text/org", ".html": "text/html", ".htm": "text/html",
+    ".xml": "application/xml", ".json": "application/json", ".ndjson": "application/x-ndjson",
+    ".csv": "text/csv", ".tsv": "text/tab-separated-values", ".eml": "message/rfc822",
+    ".msg": "application/vnd.ms-outlook", ".rtf": "application/rtf", ".epub": "application/epub+zip",
+    ".odt": "application/vnd.oasis.opendocument.text", ".xls": "application/vnd.ms-excel",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+@dataclass
+class ParsedDocument:
+    elements: list
+    page_count: int | None
+    content_type: str | None
+
+
+def extension(key: str) -> str:
+    return PurePosixPath(key).suffix.lower()
+
+
+def parse_document(data: bytes, key: str, content_type: str | None = None) -> ParsedDocument:
+    ext = extension(key)
+    if not data:
+        raise IngestionError("empty", "zero-byte file")
+    if ext in UNSUPPORTED_REASONS:
+        raise IngestionError("unsupported_type", f"unsupported file type {ext}: {UNSUPPORTED_REASONS[ext]}")
+    if ext not in SUPPORTED_EXTENSIONS:
+        shown = ext or "(no extension)"
+        raise IngestionError("unsupported_type", f"unsupported file type {shown}; supported: "
+                             + ", ".join(sorted(SUPPORTED_EXTENSIONS)))
+    if ext in TEXT_EXTENSIONS | MARKUP_EXTENSIONS and not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+        raise IngestionError("empty", "file contains only whitespace")
+    detect.refuse_encrypted_or_corrupt(data, ext)
+    offline_nlp.install()
+    elements, page_count = _partition(data, ext)
+    elements = [e for e in elements if (e.text or "").strip()]
+    if not elements:
+        raise IngestionError("no_text", _no_text_reason(ext))
+    text = "".join(e.text for e in elements[:200])
+    if text.count("\x00") > len(text) // 10:
+        raise IngestionError("corrupt", "extracted text is binary garbage (NUL bytes); the encoding is unknown")
+    if page_count is None:
+        pages = [e.metadata.page_number for e in elements if e.metadata.page_number]
+        page_count = max(pages) if pages else None
+    return ParsedDocument(elements=elements, page_count=page_count,
+                          content_type=CONTENT_TYPES.get(ext, content_type))
+
+
+def _no_text_reason(ext: str) -> str:
+    if ext == ".pdf":
+        return "no extractable text: the PDF has no text layer (scanned or image-only; OCR is disabled)"
+    if ext in (".pptx", ".docx", ".odt"):
+        return f"no extractable text: the {ext} holds only images or shapes without text"
+    if ext in (".xlsx", ".xls", ".csv", ".tsv"):
+        return "no extractable text: the spreadsheet is empty"
+    if ext in EMAIL_EXTENSIONS:
+        return "no extractable text: the message has no readable body (encrypted or empty)"
+    return "no extractable text"
+
+
+def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
+    from unstructured.partition.auto import partition
+
+    if ext == ".pdf":
+        from quivr_pipelines.core.parsing.pdf import partition_pdf_text
+
+        return partition_pdf_text(data)
+    if ext in TEXT_EXTENSIONS:
+        from unstructured.partition.text import partition_text
+
+        return partition_text(text=decode_text(data)), None
+    if ext == ".eml":
+        data = detect.normalise_email_bytes(data)
+    with tempfile.TemporaryDirectory(prefix="quivr-parse-") as tmp:
+        # A fixed, safe local name: the object key never becomes a path on this machine.
+        path = Path(tmp) / f"document{ext}"
+        path.write_bytes(data)
+        try:
+            return partition(filename=str(path), strategy="fast"), None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise detect.classify_parser_error(exc, ext) from exc

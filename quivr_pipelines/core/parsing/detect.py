@@ -1,0 +1,126 @@
+"""Recognise encrypted and corrupt inputs before parsing, and classify parser errors after.
+
+Parsers report these cases badly (an encrypted .docx raises "not a ZIP archive", a PGP e-mail
+parses into "Version: 1"), so the container is inspected first.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import zipfile
+
+from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.parsing.text import utf16_without_bom
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+OOXML = {".docx", ".pptx", ".xlsx"}
+ZIP_BASED = OOXML | {".odt", ".epub"}
+
+
+def refuse_encrypted_or_corrupt(data: bytes, ext: str) -> None:
+    if data.startswith(OLE_MAGIC):
+        _check_ole(data, ext)
+    elif ext in ZIP_BASED:
+        _check_zip(data, ext)
+    elif ext == ".pdf":
+        _check_pdf(data)
+    elif ext == ".eml":
+        _check_email(normalise_email_bytes(data))
+
+
+def _check_ole(data: bytes, ext: str) -> None:
+    import olefile
+
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            streams = {"/".join(s) for s in ole.listdir()}
+    except Exception as exc:  # noqa: BLE001
+        raise IngestionError("corrupt", f"damaged OLE container: {exc}") from exc
+    if "EncryptionInfo" in streams and "EncryptedPackage" in streams:
+        raise IngestionError("encrypted", f"password-protected {ext or 'Office'} file (encrypted package)")
+    if ext in OOXML:
+        raise IngestionError("corrupt", f"a {ext} should be a ZIP package, this is an OLE container")
+    if ext == ".msg":
+        _check_msg(data)
+    elif ext == ".xls":
+        import msoffcrypto
+
+        try:
+            encrypted = msoffcrypto.OfficeFile(io.BytesIO(data)).is_encrypted()
+        except Exception:  # noqa: BLE001 - msoffcrypto cannot read some valid XLS writers
+            encrypted = False
+        if encrypted:
+            raise IngestionError("encrypted", "password-protected .xls workbook")
+
+
+def _check_msg(data: bytes) -> None:
+    from oxmsg import Message
+
+    try:
+        message = Message.load(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001
+        raise IngestionError("corrupt", f"unreadable Outlook message: {exc}") from exc
+    content_type = (message.message_headers.get("Content-Type", "") or "").lower()
+    if ("multipart/encrypted" in content_type or "pkcs7-mime" in content_type
+            or message.message_class.upper().startswith("IPM.NOTE.SMIME")):
+        raise IngestionError("encrypted", "encrypted Outlook message (S/MIME or PGP); cannot be read without the key")
+
+
+def _check_zip(data: bytes, ext: str) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise IngestionError("corrupt", f"damaged or truncated {ext} (not a valid ZIP package: {exc})") from exc
+    if damaged:
+        raise IngestionError("corrupt", f"damaged {ext}: member {damaged} fails its checksum")
+    if ext in OOXML and "[Content_Types].xml" not in names:
+        raise IngestionError("corrupt", f"not a valid {ext}: [Content_Types].xml is missing")
+
+
+def _check_pdf(data: bytes) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    if b"%PDF-" not in data[:1024]:
+        raise IngestionError("corrupt", "not a PDF: the %PDF- header is missing")
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted and int(reader.decrypt("")) == 0:
+            raise IngestionError("encrypted", "password-protected PDF (a user password is required to open it)")
+    except IngestionError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        # pypdf is stricter than pdfminer: leave the verdict to the text extraction.
+        del exc
+
+
+def normalise_email_bytes(data: bytes) -> bytes:
+    """UTF-16 e-mails (with or without BOM) become UTF-8 bytes the e-mail parser can read."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", errors="replace").encode("utf-8")
+    text = utf16_without_bom(data)
+    return text.encode("utf-8") if text is not None else data
+
+
+def _check_email(data: bytes) -> None:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    content_type = message.get_content_type()
+    if content_type == "multipart/encrypted" or content_type in ("application/pkcs7-mime",
+                                                                 "application/x-pkcs7-mime"):
+        raise IngestionError("encrypted", f"encrypted e-mail ({content_type}); cannot be read without the key")
+
+
+def classify_parser_error(exc: Exception, ext: str) -> IngestionError:
+    name, message = type(exc).__name__, str(exc)
+    lowered = message.lower()
+    if "password" in lowered or "encrypt" in lowered:
+        return IngestionError("encrypted", f"password-protected {ext} ({name}: {message})"[:500])
+    if name in ("BadZipFile", "PackageNotFoundError", "XMLSyntaxError", "KeyError") or "zip" in lowered:
+        return IngestionError("corrupt", f"damaged {ext} ({name}: {message})"[:500])
+    if name == "UnsupportedFileFormatError":
+        return IngestionError("unsupported_type", message[:500])
+    return IngestionError("parse_error", f"{name}: {message}"[:500])
