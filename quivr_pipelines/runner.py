@@ -36,7 +36,7 @@ def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = F
     result, counts = plan_sync_runs(instance, settings, run_key_prefix="cli", kbs=kbs, force=force)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    job = defs().get_job_def(INGEST_JOB_NAME)
+    job = defs().resolve_job_def(INGEST_JOB_NAME)
     requests = result.run_requests or []
     total = sum(int(r.tags["quivr/documents"]) for r in requests)
     summary = {"planned": counts, "runs": 0, "runs_failed": 0, "documents": total, "run_ids": []}

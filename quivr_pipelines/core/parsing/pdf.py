@@ -52,4 +52,6 @@ def partition_pdf_text(data: bytes) -> tuple[list, int]:
     except Exception as exc:  # noqa: BLE001 - pdfminer raises many types on damaged files
         if not elements:
             raise IngestionError("corrupt", f"damaged PDF ({type(exc).__name__}: {exc})"[:500]) from exc
+    if pages == 0:
+        raise IngestionError("corrupt", "damaged or truncated PDF: no readable page")
     return elements, pages
