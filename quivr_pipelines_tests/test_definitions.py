@@ -1,0 +1,33 @@
+"""The code location loads and every asset, check, job, schedule and sensor resolves."""
+
+import dagster as dg
+
+from quivr_pipelines.definitions import defs
+
+
+def test_code_location_resolves_everything():
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    assert dg.AssetKey("indexed_documents") in graph.get_all_asset_keys()
+    checks = graph.asset_check_keys
+    assert dg.AssetCheckKey(dg.AssetKey("indexed_documents"), "check_document_ingested") in checks
+    jobs = {job.name for job in definitions.resolve_all_job_defs()}
+    assert "ingest_documents_job" in jobs
+    for job in definitions.resolve_all_job_defs():
+        assert job.name
+    for sensor in definitions.sensors or []:
+        assert definitions.resolve_sensor_def(sensor.name)
+    for schedule in definitions.schedules or []:
+        assert definitions.resolve_schedule_def(schedule.name)
+    assert {s.name for s in definitions.sensors} >= {"object_store_sensor"}
+    assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database"}
+
+
+def test_workspace_file_points_at_the_code_location():
+    from pathlib import Path
+
+    import yaml
+
+    workspace = yaml.safe_load((Path(__file__).parents[1] / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]["module_name"]
+    assert module == "quivr_pipelines.definitions"
