@@ -56,6 +56,49 @@ def add(
         raise typer.Exit(code=1)
 
 
+@kb_app.command("set")
+def kb_set(
+    kb: str = typer.Argument(...),
+    max_characters: int = typer.Option(None, min=100, help="Hard chunk size."),
+    new_after: int = typer.Option(None, min=50, help="Soft chunk size: start a new chunk after this."),
+    combine_under: int = typer.Option(None, min=0, help="Merge sections shorter than this."),
+    overlap: int = typer.Option(None, min=0, help="Characters repeated between split chunks."),
+):
+    """Create a KB or change its chunk sizes (applies to documents ingested from now on;
+    use `ingest --kb KB --force` to re-chunk existing ones)."""
+    from quivr_pipelines.core.catalog import repository
+    from quivr_pipelines.core.factory import kb_defaults, open_database
+    from quivr_pipelines.core.keys import validate_kb_name
+
+    validate_kb_name(kb)
+    settings = _settings()
+    db = open_database(settings)
+    try:
+        repository.ensure_kb(db, kb, kb_defaults(settings))
+        config = repository.configure_kb(
+            db, kb, chunk_max_characters=max_characters, chunk_new_after_characters=new_after,
+            chunk_combine_under_characters=combine_under, chunk_overlap_characters=overlap)
+    finally:
+        db.close()
+    typer.echo(json.dumps(config.__dict__, indent=2))
+
+
+@kb_app.command("show")
+def kb_show(kb: str = typer.Argument(...)):
+    """Show a KB's chunk sizes, collection and embedding model."""
+    from quivr_pipelines.core.catalog import repository
+    from quivr_pipelines.core.factory import open_database
+
+    db = open_database(_settings())
+    try:
+        typer.echo(json.dumps(repository.get_kb(db, kb).__dict__, indent=2))
+    except KeyError:
+        typer.echo(f"no knowledge base named {kb!r}", err=True)
+        raise typer.Exit(code=1)
+    finally:
+        db.close()
+
+
 @app.command()
 def ingest(
     kb: list[str] = typer.Option(None, "--kb", help="Only these KBs (default: all)."),

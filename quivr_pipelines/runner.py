@@ -16,13 +16,18 @@ from quivr_pipelines.settings import Settings
 
 
 
-def dagster_instance() -> dg.DagsterInstance:
-    """$DAGSTER_HOME if set, else the project's ./dagster.yaml (as `dagster dev` does)."""
+def dagster_instance(settings: Settings) -> dg.DagsterInstance:
+    """$DAGSTER_HOME if set; else ./dagster.yaml (as `dagster dev` reads it); else a SQLite
+    instance under $QUIVR_DATA_DIR/dagster."""
     import os
 
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
-    return dg.DagsterInstance.from_config(str(Path.cwd()))
+    if (Path.cwd() / "dagster.yaml").exists():
+        return dg.DagsterInstance.from_config(str(Path.cwd()))
+    home = (settings.data_dir / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = False,
@@ -32,7 +37,7 @@ def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = F
     from quivr_pipelines.defs.ingestion.planning import INGEST_JOB_NAME
     from quivr_pipelines.defs.ingestion.sensors import plan_sync_runs
 
-    instance = instance or dagster_instance()
+    instance = instance or dagster_instance(settings)
     result, counts = plan_sync_runs(instance, settings, run_key_prefix="cli", kbs=kbs, force=force)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

@@ -1,0 +1,38 @@
+"""Search a KB through its alias: dense, sparse (BM25-style) or hybrid (RRF in Qdrant)."""
+
+from __future__ import annotations
+
+from quivr_pipelines.core import sparse
+from quivr_pipelines.core.vectorstore.base import Hit, SearchFilter, SearchMode
+
+
+class FingerprintMismatch(Exception):
+    """The KB's collection was embedded with another model than the configured embedder."""
+
+
+def search(store, embedder, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid",
+           flt: SearchFilter | None = None) -> list[Hit]:
+    info = store.collection_info(kb)
+    if info is None:
+        raise KeyError(f"knowledge base {kb!r} has no collection yet")
+    if info.fingerprint != embedder.fingerprint:
+        raise FingerprintMismatch(
+            f"knowledge base {kb!r} was embedded with {info.fingerprint}, but the configured "
+            f"embedder is {embedder.fingerprint}; re-embed the KB or configure the same model"
+        )
+    dense = embedder.embed([query]).vectors[0].tolist() if mode != "sparse" else None
+    base = flt or SearchFilter()
+    scoped = SearchFilter(kb=kb, document_key_prefix=base.document_key_prefix,
+                          content_types=base.content_types, ingested_after=base.ingested_after,
+                          ingested_before=base.ingested_before)
+    return store.search(kb, dense, sparse.query_vector(query), top_k, scoped, mode)
+
+
+def search_kb(settings, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid") -> list[Hit]:
+    from quivr_pipelines.core.factory import build_embedder, build_vector_store
+
+    store = build_vector_store(settings)
+    try:
+        return search(store, build_embedder(settings), kb, query, top_k, mode)
+    finally:
+        store.close()
