@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     chunk_combine_under_characters: int = Field(default=200, ge=0)
     chunk_overlap_characters: int = Field(default=0, ge=0)
     documents_per_run: int = Field(default=100, ge=1)
+    parse_workers: int | None = Field(default=None, ge=1)  # None: one per core
 
     @property
     def inbox_dir(self) -> Path:

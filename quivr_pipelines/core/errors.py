@@ -31,6 +31,9 @@ class IngestionError(Exception):
         self.error_type = error_type
         self.message = message
 
+    def __reduce__(self):  # crosses process boundaries (parser workers)
+        return (IngestionError, (self.error_type, self.message))
+
     @property
     def status(self) -> str:
         return ERROR_STATUS[self.error_type]

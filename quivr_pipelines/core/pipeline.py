@@ -17,13 +17,14 @@ from quivr_pipelines.core import events, sparse
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
-from quivr_pipelines.core.chunking import Chunk, chunk_elements
+from quivr_pipelines.core.chunking import Chunk
 from quivr_pipelines.core.embedding.base import Embedder
 from quivr_pipelines.core.embedding.batching import embed_documents
 from quivr_pipelines.core.errors import IngestionError
 from quivr_pipelines.core.keys import check_object_key, point_id
 from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
-from quivr_pipelines.core.parsing import ParsedDocument, parse_document
+from quivr_pipelines.core.parsing import ParsedDocument
+from quivr_pipelines.core.parsing.workers import parse_many
 from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
 
 # Failures worth retrying when the source has not changed: the system failed, not the input.
@@ -63,6 +64,7 @@ class IngestionContext:
     max_bytes: int
     batch_size: int = 64
     run_id: str | None = None
+    parse_workers: int | None = None  # None: QUIVR_PARSE_WORKERS or the number of cores
     progress: Callable[[int, int], None] | None = None
 
 
@@ -101,7 +103,8 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
     records: dict[str, DocumentRecord] = {}
     prepared: dict[str, _Prepared] = {}
 
-    for done, key in enumerate(keys, start=1):
+    to_parse: dict[str, tuple] = {}  # key -> (info, sha256, data, started)
+    for key in keys:
         started = time.perf_counter()
         info = None
         try:
@@ -120,19 +123,26 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
                 records[key] = _record_from_row(row, info)
                 continue
-            parse_started = time.perf_counter()
-            parsed = parse_document(content.data, key, info.content_type)
-            chunks = chunk_elements(parsed.elements, config)
-            if not chunks:
-                raise IngestionError("no_text", "no extractable text (image-only, empty or scanned without a text layer)")
-            prepared[key] = _Prepared(info, sha, parsed, chunks, time.perf_counter() - parse_started, started)
+            to_parse[key] = (info, sha, content.data, started)
         except IngestionError as exc:
             outcomes[key], records[key] = _failure(ctx, kb, key, info, exc, collection, started)
-        except Exception as exc:  # noqa: BLE001 - a parser bug must not sink the batch
-            error = IngestionError("parse_error", f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # noqa: BLE001 - a storage error on one object must not sink the batch
+            error = IngestionError("not_found" if isinstance(exc, FileNotFoundError) else "parse_error",
+                                   f"{type(exc).__name__}: {exc}"[:500])
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
+
+    parse_started = time.perf_counter()
+    parsed = parse_many([(key, data, info.content_type) for key, (info, _, data, _) in to_parse.items()],
+                        config, workers=ctx.parse_workers)
+    parse_seconds = (time.perf_counter() - parse_started) / max(1, len(to_parse))
+    for done, (key, (info, sha, _, started)) in enumerate(to_parse.items(), start=1):
+        result = parsed[key]
+        if result.error is not None:
+            outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
+        else:
+            prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, parse_seconds, started)
         if ctx.progress:
-            ctx.progress(done, len(keys))
+            ctx.progress(done, len(to_parse))
 
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)

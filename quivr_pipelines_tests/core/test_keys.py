@@ -49,3 +49,10 @@ def test_point_ids_are_derived_and_distinct():
 def test_invalid_kb_names(name):
     with pytest.raises(ValueError):
         validate_kb_name(name)
+
+
+def test_ingestion_errors_survive_pickling_across_processes():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(IngestionError("encrypted", "password-protected PDF")))
+    assert (error.error_type, error.message, error.status) == ("encrypted", "password-protected PDF", "failed")

@@ -60,6 +60,7 @@ def indexed_documents(
         store=object_store.get(), vectors=vector_store.get(), embedder=embedder.get(),
         db=database.get(), defaults=kb_defaults(settings), max_bytes=settings.max_upload_bytes,
         batch_size=settings.embedding_batch_size, run_id=context.run_id,
+        parse_workers=settings.parse_workers,
     )
     force = context.run.tags.get(FORCE_TAG) == "true"
     done = 0

@@ -1,0 +1,109 @@
+"""Parse and chunk several documents at once in worker processes.
+
+Parsing is CPU-bound Python (unstructured's spaCy classifier), so a batch is spread over
+`QUIVR_PARSE_WORKERS` processes (default: the number of cores). Workers are started once per
+process and reused by every batch; a worker that dies (a parser crash, out of memory) fails only
+the documents it held, as `parse_error`, and the pool is rebuilt.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from quivr_pipelines.core.catalog.repository import KbConfig
+from quivr_pipelines.core.chunking import Chunk, chunk_elements
+from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.parsing import ParsedDocument, parse_document
+
+# Below this many documents (or bytes) a batch is parsed inline: starting workers costs more.
+MIN_DOCUMENTS_FOR_WORKERS = 4
+
+_lock = threading.Lock()
+_executor: ProcessPoolExecutor | None = None
+_executor_size = 0
+
+
+@dataclass
+class ParseResult:
+    parsed: ParsedDocument | None = None
+    chunks: list[Chunk] | None = None
+    error: IngestionError | None = None
+
+
+def parse_and_chunk(data: bytes, key: str, content_type: str | None, config: KbConfig) -> ParseResult:
+    try:
+        parsed = parse_document(data, key, content_type)
+        chunks = chunk_elements(parsed.elements, config)
+        if not chunks:
+            raise IngestionError("no_text", "no extractable text")
+        return ParseResult(parsed=parsed, chunks=chunks)
+    except IngestionError as exc:
+        return ParseResult(error=exc)
+    except Exception as exc:  # noqa: BLE001 - a parser bug becomes this document's failure
+        return ParseResult(error=IngestionError("parse_error", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+def _worker_init() -> None:
+    from quivr_pipelines.core.parsing import offline_nlp
+
+    offline_nlp.install()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    global _executor, _executor_size
+    with _lock:
+        if _executor is None or _executor_size != workers:
+            if _executor is not None:
+                _executor.shutdown(cancel_futures=True)
+            # spawn: the parent holds threads (database pool, onnxruntime) that fork would copy
+            _executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_init)
+            _executor_size = workers
+        return _executor
+
+
+def _reset_pool() -> None:
+    global _executor
+    with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=False, cancel_futures=True)
+        _executor = None
+
+
+def parse_many(items: Sequence[tuple[str, bytes, str | None]], config: KbConfig,
+               workers: int | None = None) -> dict[str, ParseResult]:
+    workers = workers or max(1, os.cpu_count() or 1)
+    if workers == 1 or len(items) < MIN_DOCUMENTS_FOR_WORKERS:
+        return {key: parse_and_chunk(data, key, ctype, config) for key, data, ctype in items}
+    pool = _pool(workers)
+    futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config) for key, data, ctype in items}
+    results, casualties = {}, []
+    for key, future in futures.items():
+        try:
+            results[key] = future.result()
+        except BrokenProcessPool:
+            casualties.append(key)
+    if casualties:
+        # One document killed its worker; the pool took the others down with it. Retry each
+        # alone so only the culprit fails.
+        _reset_pool()
+        by_key = {key: (data, ctype) for key, data, ctype in items}
+        for key in casualties:
+            results[key] = _isolated(key, *by_key[key], config)
+    return results
+
+
+def _isolated(key: str, data: bytes, content_type: str | None, config: KbConfig) -> ParseResult:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as single:
+        try:
+            return single.submit(parse_and_chunk, data, key, content_type, config).result()
+        except BrokenProcessPool:
+            return ParseResult(error=IngestionError(
+                "parse_error", "the parser process died on this document (crash or out of memory)"))
