@@ -20,6 +20,8 @@ def test_code_location_resolves_everything():
     for schedule in definitions.schedules or []:
         assert definitions.resolve_schedule_def(schedule.name)
     assert {s.name for s in definitions.sensors} >= {"object_store_sensor"}
+    assert {s.name for s in definitions.schedules} >= {"vector_index_schedule"}
+    assert {"ingest_documents_job", "vector_index_job"} <= jobs
     assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database"}
 
 

@@ -175,3 +175,20 @@ def test_several_kbs_side_by_side_each_behind_its_alias(settings_env, kb_count):
             assert info.fingerprint == catalog_rows(f"team-{n}")["fake-text.txt"]["embedding_model"]
     finally:
         store.close()
+
+
+def test_vector_index_asset_builds_indexes_and_keeps_every_point(settings_env):
+    import dagster as dg
+
+    from quivr_pipelines.defs.ingestion.maintenance import vector_indexes
+    from quivr_pipelines.resources import VectorStoreResource
+
+    seed(settings_env, docs=["norwich-city.txt"])
+    ingest()
+    before = snapshot("kb1")
+    result = dg.materialize([vector_indexes], resources={"vector_store": VectorStoreResource()},
+                            selection=[vector_indexes])
+    assert result.success
+    metadata = result.asset_materializations_for_node("vector_indexes")[0].metadata
+    assert metadata["points"].value == len(before["norwich-city.txt"])
+    assert snapshot("kb1") == before
