@@ -21,6 +21,9 @@ from quivr_pipelines.resources import (
 
 CHECK_NAME = "check_document_ingested"
 FORCE_TAG = "quivr/force"
+# A run works through its documents in batches: parsed in parallel, embedded together, written in
+# one hold of the store, recorded, and shown in the UI before the next batch starts.
+DOCUMENTS_PER_BATCH = 16
 ASSET_KEY = dg.AssetKey("indexed_documents")
 
 
@@ -66,8 +69,8 @@ def indexed_documents(
     done = 0
     totals = defaultdict(int)
     for kb, object_keys in by_kb.items():
-        for start in range(0, len(object_keys), DOCUMENTS_PER_RUN):
-            batch = object_keys[start:start + DOCUMENTS_PER_RUN]
+        for start in range(0, len(object_keys), DOCUMENTS_PER_BATCH):
+            batch = object_keys[start:start + DOCUMENTS_PER_BATCH]
             for outcome in ingest_documents(ctx, kb, batch, force=force):
                 totals[outcome.status] += 1
                 if outcome.status != "unchanged":
