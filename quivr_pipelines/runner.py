@@ -38,11 +38,13 @@ def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = F
     from quivr_pipelines.defs.ingestion.sensors import plan_sync_runs
 
     instance = instance or dagster_instance(settings)
-    result, counts = plan_sync_runs(instance, settings, run_key_prefix="cli", kbs=kbs, force=force)
+    result, counts, _ = plan_sync_runs(instance, settings, run_key_prefix="cli", kbs=kbs, force=force)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    job = defs().resolve_job_def(INGEST_JOB_NAME)
-    requests = result.run_requests or []
+    definitions = defs()
+    job = definitions.resolve_job_def(INGEST_JOB_NAME)
+    requests = [r for r in result.run_requests or [] if r.job_name == INGEST_JOB_NAME]
+    prune = [r for r in result.run_requests or [] if r.job_name != INGEST_JOB_NAME]
     total = sum(int(r.tags["quivr/documents"]) for r in requests)
     summary = {"planned": counts, "runs": 0, "runs_failed": 0, "documents": total, "run_ids": []}
     with tqdm(total=total, desc="ingesting", unit="doc", disable=not progress or total == 0) as bar:
@@ -56,4 +58,10 @@ def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = F
             if not outcome.success:
                 summary["runs_failed"] += 1
             bar.update(int(request.tags["quivr/documents"]))
+    for request in prune:  # documents confirmed gone from the store
+        outcome = definitions.resolve_job_def(request.job_name).execute_in_process(
+            instance=instance, tags=dict(request.tags), raise_on_error=False)
+        summary["runs"] += 1
+        summary["run_ids"].append(outcome.run_id)
+        summary["runs_failed"] += 0 if outcome.success else 1
     return summary

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     documents_per_run: int = Field(default=100, ge=1)
     parse_workers: int | None = Field(default=None, ge=1)  # None: one per core
 
+    # Object-store sync (object_store_sensor).
+    sync_delete_after_misses: int = Field(default=2, ge=1)
+    sync_delete_dry_run: bool = False
+    sync_objects_per_tick: int = Field(default=50_000, ge=1)
+    sync_max_run_megabytes: int = Field(default=256, ge=1)
+    sync_request_timeout_minutes: int = Field(default=60, ge=1)
+
     @property
     def inbox_dir(self) -> Path:
         return (self.local_root or self.data_dir / "inbox").resolve()

@@ -35,7 +35,7 @@ TRANSIENT_ERRORS = {"embedding_error", "vector_store_error", "not_found"}
 class DocumentOutcome:
     kb: str
     object_key: str
-    status: str  # ingested / unchanged / skipped / failed
+    status: str  # ingested / unchanged / skipped / failed / missing (gone since listed)
     error_type: str | None = None
     reason: str | None = None
     pages: int | None = None
@@ -125,6 +125,11 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
                 continue
             to_parse[key] = (info, sha, content.data, started)
         except IngestionError as exc:
+            if exc.error_type == "not_found":
+                # Gone since it was listed: deleting is the sync's decision (after repeated
+                # misses), not this run's. Nothing is written.
+                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status="missing", reason=exc.message)
+                continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, exc, collection, started)
         except Exception as exc:  # noqa: BLE001 - a storage error on one object must not sink the batch
             error = IngestionError("not_found" if isinstance(exc, FileNotFoundError) else "parse_error",
@@ -190,8 +195,9 @@ def _failure(ctx, kb, key, info, exc: IngestionError, collection, started):
         source_uri=_safe_uri(ctx, kb, key), total_seconds=seconds, collection=collection,
         embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
     )
-    if exc.error_type != "hostile_key":
-        # Whatever this document had in the index is stale now (changed into something unreadable).
+    if exc.error_type != "hostile_key" and exc.error_type not in TRANSIENT_ERRORS:
+        # Whatever this document had in the index is stale now (changed into something unreadable);
+        # after a transient failure the previous version stays searchable until the retry.
         try:
             ctx.vectors.delete_document(collection, kb, key)
         except Exception:  # noqa: BLE001 - the failure itself is already recorded

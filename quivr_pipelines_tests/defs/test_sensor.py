@@ -1,8 +1,11 @@
-"""object_store_sensor: registers documents, batches them into range runs, never asks twice."""
+"""object_store_sensor through build_sensor_context: batching, cursor, deletions, no double asks."""
 
+import json
 import shutil
 
+import boto3
 import dagster as dg
+import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from quivr_pipelines.core.keys import partition_key
@@ -10,23 +13,49 @@ from quivr_pipelines.definitions import defs
 from quivr_pipelines.defs.ingestion.partitions import documents_partitions
 from quivr_pipelines.defs.ingestion.sensors import object_store_sensor
 from quivr_pipelines_tests.conftest import DOCS
-from quivr_pipelines_tests.helpers import catalog_rows
+from quivr_pipelines_tests.helpers import all_points, catalog_rows
 
 
-def evaluate(instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs())
-    return object_store_sensor(context), context.cursor
+class Tick:
+    """Evaluate the sensor like the daemon does, and carry out what it asked for."""
+
+    def __init__(self):
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.cursor = None
+        self.definitions = defs()
+
+    def evaluate(self):
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.definitions)
+        result = object_store_sensor(context)
+        self.cursor = context.cursor
+        return result
+
+    def run(self, result):
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(documents_partitions.name, list(request.partition_keys))
+        for request in result.run_requests or []:
+            job = self.definitions.resolve_job_def(request.job_name)
+            assert job.execute_in_process(instance=self.instance, tags=request.tags).success
+
+    def sync(self):
+        result = self.evaluate()
+        self.run(result)
+        return result
+
+
+def put(settings, kb, key, source="fake-text.txt", data=None):
+    target = settings.inbox_dir / kb / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data if data is not None else (DOCS / source).read_bytes())
 
 
 def test_sensor_batches_new_documents_and_does_not_request_them_twice(settings_env, monkeypatch):
     monkeypatch.setenv("QUIVR_DOCUMENTS_PER_RUN", "4")
-    inbox = settings_env.inbox_dir / "kb1"
-    inbox.mkdir(parents=True)
     for i in range(10):
-        shutil.copyfile(DOCS / "fake-text.txt", inbox / f"doc-{i:02d}.txt")
-    instance = dg.DagsterInstance.ephemeral()
+        put(settings_env, "kb1", f"doc-{i:02d}.txt")
+    tick = Tick()
 
-    result, cursor = evaluate(instance)
+    result = tick.evaluate()
     keys = [partition_key("kb1", f"doc-{i:02d}.txt") for i in range(10)]
     assert list(result.dynamic_partitions_requests[0].partition_keys) == keys
     ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
@@ -36,14 +65,131 @@ def test_sensor_batches_new_documents_and_does_not_request_them_twice(settings_e
     assert {row["status"] for row in catalog_rows("kb1").values()} == {"pending"}
 
     # The runs have not happened yet: the next tick must not request the same documents again.
-    again, _ = evaluate(instance, cursor)
-    assert not again.run_requests
+    assert not tick.evaluate().run_requests
 
-    # Execute what the sensor asked for; afterwards nothing is left to do.
-    instance.add_dynamic_partitions(documents_partitions.name, keys)
-    job = defs().resolve_job_def("ingest_documents_job")
-    for request in result.run_requests:
-        assert job.execute_in_process(instance=instance, tags=request.tags).success
+    tick.run(result)
     assert {row["status"] for row in catalog_rows("kb1").values()} == {"ingested"}
-    final, _ = evaluate(instance, cursor)
-    assert not final.run_requests
+    assert not tick.evaluate().run_requests
+
+
+def test_a_tick_lists_a_bounded_window_and_resumes_from_its_cursor(settings_env, monkeypatch):
+    monkeypatch.setenv("QUIVR_SYNC_OBJECTS_PER_TICK", "4")
+    for i in range(10):
+        put(settings_env, "kb1", f"doc-{i:02d}.txt")
+    tick = Tick()
+    requested = []
+    for expected_after in ("doc-03.txt", "doc-07.txt", None):
+        result = tick.evaluate()
+        cursor = json.loads(tick.cursor)
+        assert cursor["after"].get("kb1") == expected_after
+        requested += [r.tags[ASSET_PARTITION_RANGE_START_TAG] for r in result.run_requests]
+        tick.run(result)
+    assert json.loads(tick.cursor)["passes"]["kb1"] == 1
+    assert len(requested) == 3
+    assert {row["status"] for row in catalog_rows("kb1").values()} == {"ingested"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_kind(request, monkeypatch, settings_env):
+    if request.param == "s3":
+        server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+        monkeypatch.setenv("QUIVR_OBJECT_STORE", "s3")
+        monkeypatch.setenv("QUIVR_S3_BUCKET", bucket)
+        monkeypatch.setenv("QUIVR_S3_ENDPOINT_URL", server)
+        client = boto3.client("s3", endpoint_url=server, region_name="us-east-1")
+
+        def put_s3(key, source="fake-text.txt", data=None):
+            client.put_object(Bucket=bucket, Key=f"kb1/{key}",
+                              Body=data if data is not None else (DOCS / source).read_bytes())
+
+        def delete_s3(key):
+            client.delete_object(Bucket=bucket, Key=f"kb1/{key}")
+
+        return put_s3, delete_s3
+
+    def put_local(key, source="fake-text.txt", data=None):
+        put(settings_env, "kb1", key, source, data)
+
+    def delete_local(key):
+        (settings_env.inbox_dir / "kb1" / key).unlink()
+
+    return put_local, delete_local
+
+
+def test_add_edit_delete_rename_and_readd_converge(settings_env, store_kind):
+    put_object, delete_object = store_kind
+    put_object("a.txt", "fake-text.txt")
+    put_object("b/norwich.txt", "norwich-city.txt")
+    put_object("c.csv", "stanley-cups.csv")
+    tick = Tick()
+    tick.sync()
+    assert {k: r["status"] for k, r in catalog_rows("kb1").items()} == dict.fromkeys(
+        ["a.txt", "b/norwich.txt", "c.csv"], "ingested")
+
+    put_object("a.txt", data=b"An edited document about Carrow Road.\n")       # edit
+    delete_object("c.csv")                                                    # delete
+    put_object("renamed/norwich.txt", "norwich-city.txt")                    # rename (1/2)
+    delete_object("b/norwich.txt")                                            # rename (2/2)
+    put_object("copy-of-a.txt", "fake-text.txt")                              # old content, new key
+    first = tick.sync()
+    assert {r.job_name for r in first.run_requests} == {"ingest_documents_job"}  # one miss only: no prune
+    rows = catalog_rows("kb1")
+    assert rows["c.csv"]["status"] == "ingested" and rows["c.csv"]["missing_passes"] == 1
+    assert "carrow road" in all_points("kb1")["a.txt"][0].payload["text"].lower()
+
+    second = tick.sync()  # second consecutive miss: confirmed, pruned
+    assert "prune_documents_job" in {r.job_name for r in second.run_requests}
+    rows = catalog_rows("kb1")
+    assert rows["c.csv"]["status"] == rows["b/norwich.txt"]["status"] == "deleted"
+    points = all_points("kb1")
+    assert points["c.csv"] == [] and points["b/norwich.txt"] == []
+    assert len(points["renamed/norwich.txt"]) == rows["renamed/norwich.txt"]["chunk_count"] > 5
+    assert partition_key("kb1", "c.csv") not in tick.instance.get_dynamic_partitions("documents")
+
+    put_object("c.csv", "stanley-cups.csv")  # re-added after deletion
+    tick.sync()
+    assert catalog_rows("kb1")["c.csv"]["status"] == "ingested" and all_points("kb1")["c.csv"]
+    assert not tick.sync().run_requests  # nothing left to do
+
+
+def test_a_listing_that_misses_an_object_once_deletes_nothing(settings_env, monkeypatch):
+    from quivr_pipelines.core import objects
+
+    for key in ("keep.txt", "flaky.txt"):
+        put(settings_env, "kb1", key)
+    tick = Tick()
+    tick.sync()
+    real_list = objects.LocalFolderStore.list_objects
+
+    def flaky_listing(self, kb, start_after=None):  # fault injection: the listing drops an object
+        return (info for info in real_list(self, kb, start_after) if info.key != "flaky.txt")
+
+    monkeypatch.setattr(objects.LocalFolderStore, "list_objects", flaky_listing)
+    result = tick.sync()
+    assert not result.run_requests
+    assert catalog_rows("kb1")["flaky.txt"]["missing_passes"] == 1
+    monkeypatch.setattr(objects.LocalFolderStore, "list_objects", real_list)
+    tick.sync()
+    assert catalog_rows("kb1")["flaky.txt"]["missing_passes"] == 0
+    assert catalog_rows("kb1")["flaky.txt"]["status"] == "ingested" and all_points("kb1")["flaky.txt"]
+
+    # Missed twice in a row but still there on a direct HEAD: kept as well.
+    monkeypatch.setattr(objects.LocalFolderStore, "list_objects", flaky_listing)
+    tick.sync()
+    tick.sync()
+    assert catalog_rows("kb1")["flaky.txt"]["status"] == "ingested" and all_points("kb1")["flaky.txt"]
+
+
+def test_dry_run_reports_what_would_be_pruned(settings_env, monkeypatch):
+    monkeypatch.setenv("QUIVR_SYNC_DELETE_DRY_RUN", "true")
+    monkeypatch.setenv("QUIVR_SYNC_DELETE_AFTER_MISSES", "1")
+    put(settings_env, "kb1", "gone.txt")
+    tick = Tick()
+    tick.sync()
+    (settings_env.inbox_dir / "kb1" / "gone.txt").unlink()
+    tick.sync()
+    run = tick.instance.get_runs(dg.RunsFilter(job_name="prune_documents_job"))[0]
+    materialization = tick.instance.get_latest_materialization_event(dg.AssetKey("pruned_documents"))
+    metadata = materialization.asset_materialization.metadata
+    assert run.is_success and metadata["dry_run"].value is True and metadata["deleted"].value == 1
+    assert catalog_rows("kb1")["gone.txt"]["status"] == "ingested" and all_points("kb1")["gone.txt"]

@@ -117,6 +117,36 @@ def get_documents(db: Database, kb: str, keys: Sequence[str] | None = None) -> d
     return {row["object_key"]: row for row in rows}
 
 
+def get_documents_in_range(db: Database, kb: str, after: str | None, upto: str | None) -> dict[str, dict]:
+    """Documents with `after < key <= upto` in byte order (either bound open when None)."""
+    with db.transaction() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        rows = cur.execute(
+            "SELECT object_key, status, etag, size_bytes, error_type, embedding_model,"
+            " requested_etag, requested_at, missing_passes FROM documents WHERE kb = %(kb)s"
+            " AND (%(after)s::text IS NULL OR object_key COLLATE \"C\" > %(after)s::text COLLATE \"C\")"
+            " AND (%(upto)s::text IS NULL OR object_key COLLATE \"C\" <= %(upto)s::text COLLATE \"C\")",
+            {"kb": kb, "after": after, "upto": upto},
+        ).fetchall()
+    return {row["object_key"]: row for row in rows}
+
+
+def count_missing(db: Database, kb: str, missing: Sequence[str], seen_again: Sequence[str]) -> dict[str, int]:
+    """One more missed pass for `missing`, a clean slate for `seen_again`; returns the counts."""
+    with db.transaction() as conn:
+        if seen_again:
+            conn.execute("UPDATE documents SET missing_passes = 0 WHERE kb = %s AND object_key = ANY(%s)",
+                         (kb, list(seen_again)))
+        if not missing:
+            return {}
+        rows = conn.execute(
+            "UPDATE documents SET missing_passes = missing_passes + 1 WHERE kb = %s AND object_key = ANY(%s)"
+            " RETURNING object_key, missing_passes",
+            (kb, list(missing)),
+        ).fetchall()
+    return dict(rows)
+
+
 _DOCUMENT_COLUMNS = [
     "etag", "version_id", "sha256", "size_bytes", "content_type", "source_uri", "status",
     "error_type", "failure_reason", "page_count", "element_count", "chunk_count", "token_count",
@@ -162,10 +192,26 @@ def mark_requested(db: Database, kb: str, etags: dict[str, str]) -> None:
 def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
     with db.transaction() as conn:
         conn.execute(
-            "UPDATE documents SET status = 'deleted', chunk_count = 0, updated_at = now()"
+            "UPDATE documents SET status = 'deleted', chunk_count = 0, missing_passes = 0,"
+            " requested_etag = NULL, deleted_at = now(), updated_at = now()"
             " WHERE kb = %s AND object_key = ANY(%s)",
             (kb, list(keys)),
         )
+
+
+def confirmed_missing(db: Database, kb: str, min_passes: int) -> list[str]:
+    with db.transaction() as conn:
+        rows = conn.execute(
+            "SELECT object_key FROM documents WHERE kb = %s AND status <> 'deleted'"
+            " AND missing_passes >= %s ORDER BY object_key",
+            (kb, min_passes),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def kb_names(db: Database) -> list[str]:
+    with db.transaction() as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM knowledge_bases ORDER BY name")]
 
 
 def kb_status(db: Database) -> list[dict]:

@@ -200,6 +200,18 @@ class EmbeddedStore:
 
         self._run(write)
 
+    def delete_documents(self, collection: str, kb: str, document_keys: list[str]) -> None:
+        def delete():
+            shard = self._shard(collection)
+            for start in range(0, len(document_keys), 1000):
+                shard.update(UpdateOperation.delete_points_by_filter(Filter(must=[
+                    FieldCondition(key="kb", match=MatchValue(kb)),
+                    FieldCondition(key="document_key", match=MatchAny(document_keys[start:start + 1000])),
+                ])))
+            shard.flush()
+
+        self._run(delete)
+
     def delete_document(self, collection: str, kb: str, document_key: str) -> None:
         def delete():
             shard = self._shard(collection)

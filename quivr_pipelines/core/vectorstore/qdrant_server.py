@@ -114,6 +114,14 @@ class QdrantServerStore:
     def optimize(self, collection: str) -> bool:
         return False  # a Qdrant server indexes by itself
 
+    def delete_documents(self, collection: str, kb: str, document_keys: list[str]) -> None:
+        for start in range(0, len(document_keys), 1000):
+            keys = document_keys[start:start + 1000]
+            self.client.delete(collection, wait=True, points_selector=models.FilterSelector(filter=models.Filter(must=[
+                models.FieldCondition(key="kb", match=models.MatchValue(value=kb)),
+                models.FieldCondition(key="document_key", match=models.MatchAny(any=keys)),
+            ])))
+
     def delete_document(self, collection: str, kb: str, document_key: str) -> None:
         self.client.delete(collection, wait=True,
                            points_selector=models.FilterSelector(filter=document_filter(kb, document_key)))

@@ -73,7 +73,7 @@ def indexed_documents(
             batch = object_keys[start:start + DOCUMENTS_PER_BATCH]
             for outcome in ingest_documents(ctx, kb, batch, force=force):
                 totals[outcome.status] += 1
-                if outcome.status != "unchanged":
+                if outcome.status not in ("unchanged", "missing"):
                     yield from _document_events(context, outcome)
             done += len(batch)
             context.log.info(f"documents done {done}/{len(keys)} ({dict(totals)})")
