@@ -189,6 +189,18 @@ def mark_requested(db: Database, kb: str, etags: dict[str, str]) -> None:
         )
 
 
+def reset_to_pending(db: Database, kb: str, keys: Sequence[str]) -> None:
+    """Forget what was ingested so that the next sync ingests these documents again."""
+    if not keys:
+        return
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE documents SET status = 'pending', etag = NULL, sha256 = NULL, requested_etag = NULL,"
+            " updated_at = now() WHERE kb = %s AND object_key = ANY(%s)",
+            (kb, list(keys)),
+        )
+
+
 def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
     with db.transaction() as conn:
         conn.execute(

@@ -78,6 +78,9 @@ class VectorStore(Protocol):
 
     def delete_documents(self, collection: str, kb: str, document_keys: list[str]) -> None: ...
 
+    def chunk_counts(self, collection: str, kb: str) -> dict[str, int]:
+        """document key -> number of points of that document in the KB."""
+
     def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]: ...
 
     def count(self, collection: str, kb: str | None = None, document_key: str | None = None) -> int: ...

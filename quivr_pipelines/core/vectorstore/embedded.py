@@ -220,6 +220,24 @@ class EmbeddedStore:
 
         self._run(delete)
 
+    def chunk_counts(self, collection: str, kb: str) -> dict[str, int]:
+        """document key -> number of points, for the whole KB (payload field only, paged)."""
+        def scan():
+            shard = self._shard(collection)
+            counts: dict[str, int] = {}
+            offset = None
+            while True:
+                records, offset = shard.scroll(ScrollRequest(offset=offset, limit=1000,
+                                                             filter=_search_filter(SearchFilter(kb=kb)),
+                                                             with_payload=["document_key"]))
+                for record in records:
+                    key = (record.payload or {}).get("document_key")
+                    counts[key] = counts.get(key, 0) + 1
+                if offset is None:
+                    return counts
+
+        return self._run(scan)
+
     def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]:
         def scroll():
             shard = self._shard(collection)

@@ -126,6 +126,19 @@ class QdrantServerStore:
         self.client.delete(collection, wait=True,
                            points_selector=models.FilterSelector(filter=document_filter(kb, document_key)))
 
+    def chunk_counts(self, collection: str, kb: str) -> dict[str, int]:
+        """document key -> number of points, for the whole KB (payload field only, paged)."""
+        counts: dict[str, int] = {}
+        offset = None
+        while True:
+            records, offset = self.client.scroll(collection, scroll_filter=search_filter(SearchFilter(kb=kb)),
+                                                 limit=1000, offset=offset, with_payload=["document_key"])
+            for record in records:
+                key = (record.payload or {}).get("document_key")
+                counts[key] = counts.get(key, 0) + 1
+            if offset is None:
+                return counts
+
     def document_points(self, collection: str, kb: str, document_key: str) -> list[Hit]:
         hits, offset = [], None
         while True:
