@@ -16,6 +16,7 @@ ERROR_STATUS = {
     "parse_error": "failed",
     "embedding_error": "failed",
     "vector_store_error": "failed",
+    "storage_error": "failed",
     "source_changed": "failed",
     "not_found": "failed",
 }

@@ -28,14 +28,14 @@ from quivr_pipelines.core.parsing.workers import parse_many
 from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
 
 # Failures worth retrying when the source has not changed: the system failed, not the input.
-TRANSIENT_ERRORS = {"embedding_error", "vector_store_error", "not_found"}
+TRANSIENT_ERRORS = {"embedding_error", "vector_store_error", "storage_error", "not_found"}
 
 
 @dataclass
 class DocumentOutcome:
     kb: str
     object_key: str
-    status: str  # ingested / unchanged / skipped / failed / missing (gone since listed)
+    status: str  # ingested / skipped / failed, or unchanged / missing (gone since listed): nothing done
     error_type: str | None = None
     reason: str | None = None
     pages: int | None = None
@@ -124,16 +124,15 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
                 records[key] = _record_from_row(row, info)
                 continue
             to_parse[key] = (info, sha, content.data, started)
-        except IngestionError as exc:
-            if exc.error_type == "not_found":
+        except Exception as exc:  # noqa: BLE001 - one object's problem must not sink the batch
+            error = exc if isinstance(exc, IngestionError) else IngestionError(
+                "not_found" if isinstance(exc, FileNotFoundError) else "storage_error",
+                f"{type(exc).__name__}: {exc}"[:500])
+            if error.error_type == "not_found":
                 # Gone since it was listed: deleting is the sync's decision (after repeated
                 # misses), not this run's. Nothing is written.
-                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status="missing", reason=exc.message)
+                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status="missing", reason=error.message)
                 continue
-            outcomes[key], records[key] = _failure(ctx, kb, key, info, exc, collection, started)
-        except Exception as exc:  # noqa: BLE001 - a storage error on one object must not sink the batch
-            error = IngestionError("not_found" if isinstance(exc, FileNotFoundError) else "parse_error",
-                                   f"{type(exc).__name__}: {exc}"[:500])
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
 
     parse_started = time.perf_counter()
@@ -164,9 +163,9 @@ def _unchanged(row: dict | None, etag: str | None, fingerprint: str) -> bool:
 
 
 def _unchanged_outcome(kb, key, row, collection, fingerprint) -> DocumentOutcome:
-    ok = row["status"] == "ingested"
+    """Nothing to do: the last outcome (ingested, or a permanent failure) still stands."""
     return DocumentOutcome(
-        kb=kb, object_key=key, status="unchanged" if ok else row["status"],
+        kb=kb, object_key=key, status="unchanged",
         error_type=row["error_type"], reason=row["failure_reason"], pages=row["page_count"],
         elements=row["element_count"] or 0, chunks=row["chunk_count"], tokens=row["token_count"],
         version=row["version_id"] or row["etag"], sha256=row["sha256"], collection=collection,
