@@ -17,8 +17,11 @@ from quivr_pipelines.core.factory import (
 from quivr_pipelines.settings import Settings, get_settings
 
 
-class _SettingsResource(dg.ConfigurableResource):
+class _ClientResource(dg.ConfigurableResource):
+    """Builds its client from `Settings` on first use in a run and closes it at the end."""
+
     _settings: Settings | None = PrivateAttr(default=None)
+    _client: object = PrivateAttr(default=None)
 
     @property
     def settings(self) -> Settings:
@@ -26,59 +29,47 @@ class _SettingsResource(dg.ConfigurableResource):
             self._settings = get_settings()
         return self._settings
 
+    def _build(self, settings: Settings):
+        raise NotImplementedError
 
-class ObjectStoreResource(_SettingsResource):
+    def get(self):
+        if self._client is None:
+            self._client = self._build(self.settings)
+        return self._client
+
+    def teardown_after_execution(self, context) -> None:
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+        self._client = None
+
+
+class ObjectStoreResource(_ClientResource):
     """A local folder (QUIVR_LOCAL_ROOT) or S3 (QUIVR_OBJECT_STORE=s3, QUIVR_S3_*)."""
 
-    _store: object = PrivateAttr(default=None)
-
-    def get(self):
-        if self._store is None:
-            self._store = build_object_store(self.settings)
-        return self._store
+    def _build(self, settings):
+        return build_object_store(settings)
 
 
-class VectorStoreResource(_SettingsResource):
+class VectorStoreResource(_ClientResource):
     """The embedded engine under QUIVR_DATA_DIR, or a Qdrant server (QUIVR_QDRANT_URL)."""
 
-    _store: object = PrivateAttr(default=None)
-
-    def get(self):
-        if self._store is None:
-            self._store = build_vector_store(self.settings)
-        return self._store
-
-    def teardown_after_execution(self, context) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+    def _build(self, settings):
+        return build_vector_store(settings)
 
 
-class EmbedderResource(_SettingsResource):
+class EmbedderResource(_ClientResource):
     """The offline local model, or OpenAI-compatible embeddings (QUIVR_EMBEDDER=openai)."""
 
-    _embedder: object = PrivateAttr(default=None)
-
-    def get(self):
-        if self._embedder is None:
-            self._embedder = build_embedder(self.settings)
-        return self._embedder
+    def _build(self, settings):
+        return build_embedder(settings)
 
 
-class DatabaseResource(_SettingsResource):
+class DatabaseResource(_ClientResource):
     """The catalog: embedded PostgreSQL, or QUIVR_DATABASE_URL."""
 
-    _db: object = PrivateAttr(default=None)
-
-    def get(self):
-        if self._db is None:
-            self._db = open_database(self.settings)
-        return self._db
-
-    def teardown_after_execution(self, context) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    def _build(self, settings):
+        return open_database(settings)
 
 
 def default_resources() -> dict:
