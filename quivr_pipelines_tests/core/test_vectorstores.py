@@ -119,3 +119,24 @@ def test_embedded_store_is_shared_by_a_reader_and_writer_processes(tmp_path):
     assert reader.count("c") == 30
     assert queries > 0
     reader.close()
+
+
+def test_a_stuck_holder_gives_a_clear_error_instead_of_a_hang(tmp_path):
+    import subprocess
+    import sys
+
+    from quivr_pipelines.core.vectorstore.handoff import StoreBusy, StoreHandoff
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path\n"
+        "from quivr_pipelines.core.vectorstore.handoff import StoreHandoff\n"
+        "h = StoreHandoff(Path(sys.argv[1])); h.acquire(); print('held', flush=True); time.sleep(60)\n"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusy, match=str(holder.pid)):
+            StoreHandoff(tmp_path).acquire(timeout=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    StoreHandoff(tmp_path).acquire(timeout=5)  # released when the holder dies

@@ -19,8 +19,15 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+ACQUIRE_TIMEOUT_SECONDS = 600.0
+
+
+class StoreBusy(RuntimeError):
+    """Another process kept the embedded store for longer than the timeout."""
 
 
 class StoreHandoff:
@@ -31,16 +38,33 @@ class StoreHandoff:
         self._mutex = threading.RLock()  # threads of this process share one holder
         self.held = False
 
-    def acquire(self) -> None:
-        """Block until this process holds the store (call with the mutex held)."""
+    def acquire(self, timeout: float = ACQUIRE_TIMEOUT_SECONDS) -> None:
+        """Wait until this process holds the store (call with the mutex held)."""
         if self.held:
             return
-        fcntl.flock(self._intent_fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        self._wait(self._intent_fd, deadline)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._wait(self._lock_fd, deadline)
         finally:
             fcntl.flock(self._intent_fd, fcntl.LOCK_UN)
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, str(os.getpid()).encode(), 0)
         self.held = True
+
+    def _wait(self, fd: int, deadline: float) -> None:
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise StoreBusy(f"the embedded vector store is held by process {holder}; "
+                                    "gave up waiting (is a process stuck while holding it?)") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def release(self) -> None:
         if self.held:
