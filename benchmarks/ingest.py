@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import drop_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -98,6 +100,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if not args.keep:
+        drop_schema()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import drop_schema
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -168,6 +170,7 @@ def main() -> None:
         result = bench_tick(args.objects) if args.which == "tick" else bench_e2e(args.documents)
         print(json.dumps(result, indent=2))
     finally:
+        drop_schema()
         shutil.rmtree(work, ignore_errors=True)
 
 
