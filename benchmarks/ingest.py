@@ -72,7 +72,7 @@ def main() -> None:
     rows = repository.get_documents(db, "bench")
     db.close()
     ingested = [key for key, row in rows.items() if row["status"] == "ingested"]
-    store = build_vector_store(settings)
+    store = build_vector_store(settings, keep_open=True)  # one open for all the reads
     texts = [p.payload["text"] for key in ingested for p in store.document_points("bench", "bench", key)]
     store.close()
     chunks = len(texts)
