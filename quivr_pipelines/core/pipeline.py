@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -24,7 +24,7 @@ from quivr_pipelines.core.errors import IngestionError
 from quivr_pipelines.core.keys import check_object_key, point_id
 from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
 from quivr_pipelines.core.parsing import ParsedDocument
-from quivr_pipelines.core.parsing.workers import parse_many
+from quivr_pipelines.core.parsing.workers import ParseJob, submit_parse
 from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
 
 # Failures worth retrying when the source has not changed: the system failed, not the input.
@@ -98,12 +98,44 @@ def ensure_kb_collection(ctx: IngestionContext, kb: str) -> tuple[KbConfig, str]
 
 def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force: bool = False) -> list[DocumentOutcome]:
     config, collection = ensure_kb_collection(ctx, kb)
+    return _finish_batch(ctx, _start_batch(ctx, kb, config, collection, keys, force))
+
+
+def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch_size: int,
+                      force: bool = False) -> Iterator[list[DocumentOutcome]]:
+    """`ingest_documents` batch after batch, the next batch parsing in the worker processes while
+    the current one is embedded and written: the embedder never waits for the parser."""
+    config, collection = ensure_kb_collection(ctx, kb)
+    pending: _Batch | None = None
+    for start in range(0, len(keys), batch_size):
+        started = _start_batch(ctx, kb, config, collection, keys[start:start + batch_size], force)
+        if pending is not None:
+            yield _finish_batch(ctx, pending)
+        pending = started
+    if pending is not None:
+        yield _finish_batch(ctx, pending)
+
+
+@dataclass
+class _Batch:
+    kb: str
+    collection: str
+    keys: list[str]
+    outcomes: dict[str, DocumentOutcome]
+    records: dict[str, DocumentRecord]
+    to_parse: dict[str, tuple]  # key -> (info, sha256, started)
+    job: ParseJob
+
+
+def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: str, keys: Sequence[str],
+                 force: bool) -> _Batch:
+    """Read what changed and hand it to the parser workers; decide the rest (unchanged, gone,
+    unreadable) on the spot."""
     known = repository.get_documents(ctx.db, kb, list(keys))
     outcomes: dict[str, DocumentOutcome] = {}
     records: dict[str, DocumentRecord] = {}
-    prepared: dict[str, _Prepared] = {}
-
-    to_parse: dict[str, tuple] = {}  # key -> (info, sha256, data, started)
+    to_parse: dict[str, tuple] = {}
+    payloads: list[tuple[str, bytes, str | None]] = []
     for key in keys:
         started = time.perf_counter()
         info = None
@@ -123,7 +155,8 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
                 records[key] = _record_from_row(row, info)
                 continue
-            to_parse[key] = (info, sha, content.data, started)
+            to_parse[key] = (info, sha, started)
+            payloads.append((key, content.data, info.content_type))
         except Exception as exc:  # noqa: BLE001 - one object's problem must not sink the batch
             error = exc if isinstance(exc, IngestionError) else IngestionError(
                 "not_found" if isinstance(exc, FileNotFoundError) else "storage_error",
@@ -134,24 +167,29 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
                 outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status="missing", reason=error.message)
                 continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
+    job = submit_parse(payloads, config, workers=ctx.parse_workers)
+    return _Batch(kb, collection, list(keys), outcomes, records, to_parse, job)
 
+
+def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]:
+    kb, collection, outcomes, records = batch.kb, batch.collection, batch.outcomes, batch.records
     parse_started = time.perf_counter()
-    parsed = parse_many([(key, data, info.content_type) for key, (info, _, data, _) in to_parse.items()],
-                        config, workers=ctx.parse_workers)
-    parse_seconds = (time.perf_counter() - parse_started) / max(1, len(to_parse))
-    for done, (key, (info, sha, _, started)) in enumerate(to_parse.items(), start=1):
+    parsed = batch.job.results()
+    parse_seconds = (time.perf_counter() - parse_started) / max(1, len(batch.to_parse))
+    prepared: dict[str, _Prepared] = {}
+    for done, (key, (info, sha, started)) in enumerate(batch.to_parse.items(), start=1):
         result = parsed[key]
         if result.error is not None:
             outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
         else:
             prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, parse_seconds, started)
         if ctx.progress:
-            ctx.progress(done, len(to_parse))
+            ctx.progress(done, len(batch.to_parse))
 
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
     repository.record_documents(ctx.db, records.values())
-    return [outcomes[key] for key in keys]
+    return [outcomes[key] for key in batch.keys]
 
 
 def _unchanged(row: dict | None, etag: str | None, fingerprint: str) -> bool:

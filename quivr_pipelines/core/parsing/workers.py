@@ -76,27 +76,47 @@ def _reset_pool() -> None:
         _executor = None
 
 
+class ParseJob:
+    """Documents handed to the workers; `results()` waits for them. Submitting the next batch
+    before embedding the current one keeps the workers parsing while the embedder runs."""
+
+    def __init__(self, items: Sequence[tuple[str, bytes, str | None]], config: KbConfig, workers: int):
+        self._items = list(items)
+        self._config = config
+        self._futures = None
+        if workers > 1 and len(self._items) >= MIN_DOCUMENTS_FOR_WORKERS:
+            pool = _pool(workers)
+            self._futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config)
+                             for key, data, ctype in self._items}
+
+    def results(self) -> dict[str, ParseResult]:
+        config = self._config
+        if self._futures is None:
+            return {key: parse_and_chunk(data, key, ctype, config) for key, data, ctype in self._items}
+        results, casualties = {}, []
+        for key, future in self._futures.items():
+            try:
+                results[key] = future.result()
+            except BrokenProcessPool:
+                casualties.append(key)
+        if casualties:
+            # One document killed its worker; the pool took the others down with it. Retry each
+            # alone so only the culprit fails.
+            _reset_pool()
+            by_key = {key: (data, ctype) for key, data, ctype in self._items}
+            for key in casualties:
+                results[key] = _isolated(key, *by_key[key], config)
+        return results
+
+
+def submit_parse(items: Sequence[tuple[str, bytes, str | None]], config: KbConfig,
+                 workers: int | None = None) -> ParseJob:
+    return ParseJob(items, config, workers or max(1, os.cpu_count() or 1))
+
+
 def parse_many(items: Sequence[tuple[str, bytes, str | None]], config: KbConfig,
                workers: int | None = None) -> dict[str, ParseResult]:
-    workers = workers or max(1, os.cpu_count() or 1)
-    if workers == 1 or len(items) < MIN_DOCUMENTS_FOR_WORKERS:
-        return {key: parse_and_chunk(data, key, ctype, config) for key, data, ctype in items}
-    pool = _pool(workers)
-    futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config) for key, data, ctype in items}
-    results, casualties = {}, []
-    for key, future in futures.items():
-        try:
-            results[key] = future.result()
-        except BrokenProcessPool:
-            casualties.append(key)
-    if casualties:
-        # One document killed its worker; the pool took the others down with it. Retry each
-        # alone so only the culprit fails.
-        _reset_pool()
-        by_key = {key: (data, ctype) for key, data, ctype in items}
-        for key in casualties:
-            results[key] = _isolated(key, *by_key[key], config)
-    return results
+    return submit_parse(items, config, workers).results()
 
 
 def _isolated(key: str, data: bytes, content_type: str | None, config: KbConfig) -> ParseResult:
