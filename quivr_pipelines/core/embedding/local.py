@@ -46,6 +46,9 @@ class LocalEmbedder:
             raise RuntimeError(f"{onnx_path} is not the expected all-MiniLM-L6-v2 export (sha256 mismatch)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: all cores
+        # Idle inference threads sleep instead of spinning: during ingestion the parser workers
+        # share the same cores, and spinning threads would take their time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
