@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quivr_pipelines.core import sparse
-from quivr_pipelines.core.vectorstore.base import Hit, SearchFilter, SearchMode
+from quivr_pipelines.core.vectorstore.base import FusionConfig, Hit, SearchFilter, SearchMode
 
 
 class FingerprintMismatch(Exception):
@@ -11,7 +11,8 @@ class FingerprintMismatch(Exception):
 
 
 def search(store, embedder, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid",
-           flt: SearchFilter | None = None) -> list[Hit]:
+           flt: SearchFilter | None = None, fusion: FusionConfig | None = None) -> list[Hit]:
+    """`fusion` (hybrid only) defaults to the stores' `DEFAULT_FUSION`."""
     info = store.collection_info(kb)
     if info is None:
         raise KeyError(f"knowledge base {kb!r} has no collection yet")
@@ -25,7 +26,7 @@ def search(store, embedder, kb: str, query: str, top_k: int = 5, mode: SearchMod
     scoped = SearchFilter(kb=kb, document_key_prefix=base.document_key_prefix,
                           content_types=base.content_types, ingested_after=base.ingested_after,
                           ingested_before=base.ingested_before)
-    return store.search(kb, dense, sparse.query_vector(query), top_k, scoped, mode)
+    return store.search(kb, dense, sparse.query_vector(query), top_k, scoped, mode, fusion)
 
 
 def search_kb(settings, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid") -> list[Hit]:

@@ -1,26 +1,29 @@
-"""BM25-style sparse vectors computed locally, stored beside the dense vector.
+"""BM25 sparse vectors computed locally, stored beside the dense vector.
 
-The document side carries BM25's saturated term frequency; Qdrant's IDF modifier supplies the
-inverse document frequency at query time, so the collection never needs re-weighting as it grows.
-Term ids are a stable hash of the lower-cased token (no vocabulary to ship or keep in sync).
+The text analysis and weighting are qdrant-edge's `Bm25` (its config mirrors Qdrant's server-side
+BM25): lower-casing, English stop-words, the Snowball English stemmer, and on the document side
+BM25's saturated term frequency (k=1.2, b=0.75, average length 256 tokens). Qdrant's IDF modifier
+multiplies in the inverse document frequency at query time, so documents never need re-weighting
+as the collection grows; the query side is 1.0 per distinct term. Term ids are a hash of the
+stem (no vocabulary to ship or keep in sync).
+
+Measured with `quivr-pipelines eval` (2026-11-26, nDCG@10) against the former regex tokenizer
+without stemming (crc32 term ids, the same BM25 weighting): sparse XQuAD 0.963 -> 0.972, NFCorpus
+0.311 -> 0.327 (paired randomisation test p = 0.002 and < 0.001); hybrid 0.970 -> 0.974 and
+0.343 -> 0.350. Tuning k, b, the average length or ASCII folding moved nothing beyond noise.
+Changing this changes the ids that ingestion writes: a KB ingested with another version needs
+`quivr-pipelines ingest --kb KB --force` (dense vectors come back from the embedding cache).
 """
 
 from __future__ import annotations
 
-import re
-import zlib
-from collections import Counter
+import threading
 from dataclasses import dataclass
 
-TOKEN_PATTERN = re.compile(r"\w+", re.UNICODE)
-K1 = 1.2
-B = 0.75
-AVERAGE_DOCUMENT_TOKENS = 200.0
-STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has have he her his i if in into is it its of on or "
-    "our she so than that the their them then there these they this to was we were what when "
-    "which who will with you your".split()
-)
+LANGUAGE = "english"
+
+_model = None
+_model_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -29,29 +32,25 @@ class SparseVector:
     values: list[float]
 
 
-def tokens(text: str) -> list[str]:
-    return [
-        token
-        for token in TOKEN_PATTERN.findall(text.lower())
-        if token not in STOP_WORDS and (len(token) > 1 or not token.isascii())
-    ]
+def _bm25():
+    global _model
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                from qdrant_edge import Bm25, Bm25Config
+
+                _model = Bm25(Bm25Config(language=LANGUAGE))
+    return _model
 
 
-def term_id(token: str) -> int:
-    return zlib.crc32(token.encode("utf-8")) & 0x7FFFFFFF
-
-
-def _to_vector(weights: dict[int, float]) -> SparseVector:
-    indices = sorted(weights)
-    return SparseVector(indices=indices, values=[float(weights[i]) for i in indices])
+def _convert(vector) -> SparseVector:
+    pairs = sorted(zip(vector.indices, vector.values))
+    return SparseVector(indices=[int(i) for i, _ in pairs], values=[float(v) for _, v in pairs])
 
 
 def document_vector(text: str) -> SparseVector:
-    counts = Counter(term_id(token) for token in tokens(text))
-    length = sum(counts.values())
-    norm = K1 * (1 - B + B * length / AVERAGE_DOCUMENT_TOKENS)
-    return _to_vector({tid: tf * (K1 + 1) / (tf + norm) for tid, tf in counts.items()})
+    return _convert(_bm25().embed_document(text))
 
 
 def query_vector(text: str) -> SparseVector:
-    return _to_vector({term_id(token): 1.0 for token in tokens(text)})
+    return _convert(_bm25().embed_query(text))

@@ -48,10 +48,61 @@ class SearchFilter:
 
 
 @dataclass(frozen=True)
+class FusionConfig:
+    """How hybrid search fuses its dense and sparse candidate lists inside Qdrant.
+
+    `rrf`: reciprocal rank fusion, 1/(k + rank), optionally weighted per list. `dbsf`:
+    distribution-based score fusion (each list's scores normalised by mean +- 3 sigma, summed;
+    no weights). `depth`: candidates per list (default max(4 x limit, 20)).
+    """
+
+    method: Literal["rrf", "dbsf"] = "rrf"
+    k: int = 60
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    depth: int | None = None
+
+    def __post_init__(self):
+        if self.method not in ("rrf", "dbsf"):
+            raise ValueError(f"unknown fusion {self.method!r} (expected rrf or dbsf)")
+        if self.method == "dbsf" and self.weights() is not None:
+            raise ValueError("dbsf fusion takes no weights")
+
+    def weights(self) -> list[float] | None:
+        if self.dense_weight == 1.0 and self.sparse_weight == 1.0:
+            return None
+        return [self.dense_weight, self.sparse_weight]
+
+    def prefetch_depth(self, limit: int) -> int:
+        return self.depth if self.depth else max(limit * 4, 20)
+
+    def label(self) -> str:
+        parts = [f"k={self.k}"] if self.method == "rrf" else []
+        if self.weights():
+            parts.append(f"dense={self.dense_weight:g},sparse={self.sparse_weight:g}")
+        if self.depth:
+            parts.append(f"depth={self.depth}")
+        return self.method + (":" + ",".join(parts) if parts else "")
+
+
+DEFAULT_FUSION = FusionConfig()
+
+
+@dataclass(frozen=True)
 class Hit:
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+TIE_MARGIN = 10
+
+
+def settle_ties(hits: list[Hit], limit: int) -> list[Hit]:
+    """Equal fused scores are common with RRF (ranks 1+2 vs 2+1) and Qdrant returns them in no
+    fixed order; ordering them by point id makes a query give the same list every time. The
+    stores fetch `limit + TIE_MARGIN` so that a tie across the cut is settled here too."""
+    return sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
 
 
 class VectorStore(Protocol):
@@ -86,6 +137,7 @@ class VectorStore(Protocol):
     def count(self, collection: str, kb: str | None = None, document_key: str | None = None) -> int: ...
 
     def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
-               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]: ...
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid",
+               fusion: FusionConfig | None = None) -> list[Hit]: ...
 
     def close(self) -> None: ...

@@ -25,13 +25,12 @@ from qdrant_edge import SparseVector as EdgeSparse
 
 from quivr_pipelines.core.sparse import SparseVector
 from quivr_pipelines.core.vectorstore.base import (
-    DATETIME_FIELDS, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo, Hit,
-    PointRecord, SearchFilter, SearchMode,
+    DATETIME_FIELDS, DEFAULT_FUSION, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo,
+    TIE_MARGIN, FusionConfig, Hit, PointRecord, SearchFilter, SearchMode, settle_ties,
 )
 from quivr_pipelines.core.vectorstore.handoff import StoreHandoff
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-PREFETCH_MULTIPLIER = 4
 HANDOFF_POLL_SECONDS = 0.05
 
 
@@ -256,7 +255,8 @@ class EmbeddedStore:
         return self._run(lambda: self._shard(collection).count(CountRequest(filter=flt, exact=True)))
 
     def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
-               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]:
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid",
+               fusion: FusionConfig | None = None) -> list[Hit]:
         query_filter = _search_filter(flt)
         sparse_query = EdgeSparse(indices=sparse.indices, values=sparse.values) if sparse is not None else None
         if mode == "dense":
@@ -266,14 +266,17 @@ class EmbeddedStore:
             request = QueryRequest(query=Query.Nearest(sparse_query, using=SPARSE), filter=query_filter,
                                    limit=limit, with_payload=True)
         else:
-            depth = max(limit * PREFETCH_MULTIPLIER, 20)
+            fusion = fusion or DEFAULT_FUSION
+            depth = fusion.prefetch_depth(limit)
             request = QueryRequest(
                 prefetches=[Prefetch(query=Query.Nearest(dense, using=DENSE), limit=depth, filter=query_filter),
                             Prefetch(query=Query.Nearest(sparse_query, using=SPARSE), limit=depth,
                                      filter=query_filter)],
-                query=Fusion.Rrf(k=60), filter=query_filter, limit=limit, with_payload=True)
+                query=(Fusion.Rrf(k=fusion.k, weights=fusion.weights()) if fusion.method == "rrf"
+                       else Fusion.Dbsf()),
+                filter=query_filter, limit=limit + TIE_MARGIN, with_payload=True)
         points = self._run(lambda: self._shard(collection).query(request))
-        return [Hit(id=str(p.id), score=p.score, payload=dict(p.payload or {})) for p in points]
+        return settle_ties([Hit(id=str(p.id), score=p.score, payload=dict(p.payload or {})) for p in points], limit)
 
     def optimize(self, collection: str) -> bool:
         """Build the HNSW index for points written since the last optimisation."""

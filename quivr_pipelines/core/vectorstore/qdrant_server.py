@@ -6,11 +6,9 @@ from qdrant_client import QdrantClient, models
 
 from quivr_pipelines.core.sparse import SparseVector
 from quivr_pipelines.core.vectorstore.base import (
-    DATETIME_FIELDS, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo, Hit,
-    PointRecord, SearchFilter, SearchMode,
+    DATETIME_FIELDS, DEFAULT_FUSION, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo,
+    TIE_MARGIN, FusionConfig, Hit, PointRecord, SearchFilter, SearchMode, settle_ties,
 )
-
-PREFETCH_MULTIPLIER = 4
 
 
 def document_filter(kb: str, document_key: str, min_chunk_index: int | None = None) -> models.Filter:
@@ -153,7 +151,8 @@ class QdrantServerStore:
         return self.client.count(collection, count_filter=flt, exact=True).count
 
     def search(self, collection: str, dense: list[float] | None, sparse: SparseVector | None,
-               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid") -> list[Hit]:
+               limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid",
+               fusion: FusionConfig | None = None) -> list[Hit]:
         query_filter = search_filter(flt)
         sparse_query = (models.SparseVector(indices=sparse.indices, values=sparse.values)
                         if sparse is not None else None)
@@ -164,17 +163,22 @@ class QdrantServerStore:
             response = self.client.query_points(collection, query=sparse_query, using=SPARSE, limit=limit,
                                                 query_filter=query_filter, with_payload=True)
         else:
-            depth = max(limit * PREFETCH_MULTIPLIER, 20)
+            fusion = fusion or DEFAULT_FUSION
+            depth = fusion.prefetch_depth(limit)
+            # k always explicit: a bare `Fusion.RRF` means k=2 on Qdrant, not the k=60 used here
+            # and by the embedded store (needs a server that knows the parameterised `rrf` query).
+            fused = (models.FusionQuery(fusion=models.Fusion.DBSF) if fusion.method == "dbsf"
+                     else models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=fusion.weights())))
             response = self.client.query_points(
                 collection,
                 prefetch=[
                     models.Prefetch(query=dense, using=DENSE, limit=depth, filter=query_filter),
                     models.Prefetch(query=sparse_query, using=SPARSE, limit=depth, filter=query_filter),
                 ],
-                query=models.FusionQuery(fusion=models.Fusion.RRF),
-                limit=limit, query_filter=query_filter, with_payload=True,
+                query=fused, limit=limit + TIE_MARGIN, query_filter=query_filter, with_payload=True,
             )
-        return [Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points]
+        return settle_ties([Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points],
+                           limit)
 
     def close(self) -> None:
         self.client.close()
