@@ -68,6 +68,17 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _executor
 
 
+def shutdown_workers() -> None:
+    """Stop this process's parser workers. Needed where Python's exit handlers do not run: a
+    process started by multiprocessing (Dagster's multiprocess executor runs each step in one)
+    waits at exit for its live children, and idle pool workers never exit by themselves."""
+    global _executor
+    with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=True, cancel_futures=True)
+        _executor = None
+
+
 def _reset_pool() -> None:
     global _executor
     with _lock:
