@@ -16,6 +16,15 @@ def ingest(instance: dg.DagsterInstance | None = None, **kwargs) -> tuple[dict, 
     return summary, instance
 
 
+def ingest_documents_job():
+    """The ingestion job, reconstructable (`dg.reconstructable(ingest_documents_job)`) for
+    re-executions in a fresh process, as the run-retry daemon launches them."""
+    from quivr_pipelines.definitions import defs
+    from quivr_pipelines.defs.ingestion.planning import INGEST_JOB_NAME
+
+    return defs().resolve_job_def(INGEST_JOB_NAME)
+
+
 def catalog_rows(kb: str) -> dict[str, dict]:
     db = open_database(get_settings())
     try:

@@ -16,7 +16,8 @@ from quivr_pipelines.defs.ingestion.reconciliation import kb_reconciliation
 from quivr_pipelines.resources import default_resources
 from quivr_pipelines.settings import get_settings
 from quivr_pipelines_tests.conftest import DOCS
-from quivr_pipelines_tests.helpers import all_points, catalog_rows, ingest
+from quivr_pipelines.runner import dagster_instance
+from quivr_pipelines_tests.helpers import all_points, catalog_rows, ingest, ingest_documents_job
 
 
 def make_corpus(settings, kb, count):
@@ -31,18 +32,41 @@ def ingested_count(kb):
     return sum(row["status"] == "ingested" for row in catalog_rows(kb).values())
 
 
-def test_a_run_killed_midway_converges_to_the_points_of_a_clean_run(settings_env, tmp_path):
-    make_corpus(settings_env, "kb1", 48)  # three batches of 16
+def kill_an_ingestion_run_midway(kb: str, count: int) -> int:
+    """Start `quivr-pipelines ingest` in its own process and SIGKILL it, workers included, once
+    its first batch is recorded. Returns how many documents were done at the kill."""
     env = {**os.environ, "QUIVR_PARSE_WORKERS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "quivr_pipelines.cli", "ingest"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
-    while ingested_count("kb1") == 0 and process.poll() is None and time.monotonic() < deadline:
+    while ingested_count(kb) == 0 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)  # the whole run dies, workers included
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = ingested_count("kb1")
-    assert 0 < killed_at < 48, f"kill landed at {killed_at} documents"
+    killed_at = ingested_count(kb)
+    assert 0 < killed_at < count, f"kill landed at {killed_at} documents"
+    return killed_at
+
+
+def assert_same_points_as_a_clean_run(settings, kb: str, count: int) -> None:
+    recovered = {k: {(p.id, p.payload["text"]) for p in v} for k, v in all_points(kb).items()}
+    make_corpus(settings, "clean", count)  # the same documents in another KB, ingested cleanly
+    ingest(kbs=["clean"])
+    clean = all_points("clean")
+    assert len(recovered) == count
+    for key, points in recovered.items():
+        expected = {(point_id(kb, key, p.payload["chunk_index"]), p.payload["text"]) for p in clean[key]}
+        assert points == expected, key
+    store = build_vector_store(get_settings())
+    try:  # no duplicates, nothing stale: exactly the recovered points
+        assert store.count(kb) == sum(len(v) for v in recovered.values())
+    finally:
+        store.close()
+
+
+def test_a_run_killed_midway_converges_after_the_next_sync(settings_env):
+    make_corpus(settings_env, "kb1", 48)  # two batches: 32 + 16
+    kill_an_ingestion_run_midway("kb1", 48)
 
     # The dead run's documents are "requested" until QUIVR_SYNC_REQUEST_TIMEOUT_MINUTES pass;
     # then the next sync asks again. Let that time pass.
@@ -53,20 +77,32 @@ def test_a_run_killed_midway_converges_to_the_points_of_a_clean_run(settings_env
     summary, _ = ingest()
     assert summary["runs_failed"] == 0
     assert ingested_count("kb1") == 48
-    recovered = {k: {(p.id, p.payload["text"]) for p in v} for k, v in all_points("kb1").items()}
+    assert_same_points_as_a_clean_run(settings_env, "kb1", 48)
 
-    # A clean run of the same documents in another KB gives the same chunks, with no duplicates.
-    make_corpus(settings_env, "clean", 48)
-    ingest(kbs=["clean"])
-    clean = all_points("clean")
-    for key, points in recovered.items():
-        expected = {(point_id("kb1", key, p.payload["chunk_index"]), p.payload["text"]) for p in clean[key]}
-        assert points == expected, key
-    store = build_vector_store(get_settings())
-    try:
-        assert store.count("kb1") == sum(len(v) for v in recovered.values())
-    finally:
-        store.close()
+
+def test_a_run_killed_midway_converges_after_dagsters_run_retry(settings_env):
+    make_corpus(settings_env, "kb1", 48)
+    kill_an_ingestion_run_midway("kb1", 48)
+    instance = dagster_instance(get_settings())  # the instance the killed run wrote to
+    [killed] = instance.get_runs()
+    assert killed.status == dg.DagsterRunStatus.STARTED
+    assert killed.tags["dagster/max_retries"] == "2"
+
+    # What the daemon does: run monitoring finds the worker dead and fails the run, then the
+    # run-retry daemon re-executes it from failure with the parent's tags (the same range) and
+    # the retry number (`create_reexecuted_run(use_parent_run_tags=True)`).
+    instance.report_run_failed(killed)
+    retry = dg.execute_job(
+        dg.reconstructable(ingest_documents_job), instance=instance,
+        reexecution_options=dg.ReexecutionOptions.from_failure(killed.run_id, instance),
+        tags={**killed.tags, "dagster/retry_number": "1"},
+    )
+    assert retry.success
+    assert retry.dagster_run.parent_run_id == killed.run_id
+    assert retry.dagster_run.tags["dagster/asset_partition_range_start"] == killed.tags[
+        "dagster/asset_partition_range_start"]
+    assert ingested_count("kb1") == 48
+    assert_same_points_as_a_clean_run(settings_env, "kb1", 48)
 
 
 def test_reconciliation_deletes_orphans_and_requeues_documents_with_lost_points(settings_env):
