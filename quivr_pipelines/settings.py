@@ -69,6 +69,33 @@ class Settings(BaseSettings):
     sync_max_run_megabytes: int = Field(default=256, ge=1)
     sync_request_timeout_minutes: int = Field(default=60, ge=1)
 
+    # Query service (`quivr-pipelines serve`): answer generation, request limits, caches.
+    # No QUIVR_LLM_MODEL: /ask answers extractively (the best passages, with citations).
+    llm_model: str | None = None
+    llm_base_url: str | None = None  # OpenAI-compatible endpoint; unset: OpenAI
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QUIVR_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_temperature: float = Field(default=0.1, ge=0, le=2)
+    llm_max_tokens: int = Field(default=512, ge=1, le=32_768)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_price_prompt_per_million: float = Field(default=0.0, ge=0)  # dollars per 1M prompt tokens
+    llm_price_completion_per_million: float = Field(default=0.0, ge=0)
+    max_query_length: int = Field(
+        default=1000, ge=1, validation_alias=AliasChoices("QUIVR_MAX_QUERY_LENGTH", "MAX_QUERY_LENGTH")
+    )
+    service_max_body_bytes: int = Field(default=65_536, ge=1024)
+    service_cors_origins: str = ""  # comma-separated origins allowed by CORS; empty: none
+    service_workers: int = Field(default=1, ge=1, le=64)  # forced to 1 on the embedded store
+    rate_limit_per_minute: float = Field(default=120, ge=0)  # per API key; 0: no limit
+    rate_limit_burst: int = Field(default=30, ge=1)
+    query_cache_size: int = Field(default=2048, ge=0)  # result cache entries; 0: off
+    query_cache_ttl_seconds: float = Field(default=300, gt=0)
+    query_embedding_cache_size: int = Field(default=8192, ge=0)  # query vectors; 0: off
+    query_embedding_cache_ttl_seconds: float = Field(default=3600, gt=0)
+    audit_flush_seconds: float = Field(default=1.0, gt=0)  # audit/usage rows are written in batches
+
     @property
     def inbox_dir(self) -> Path:
         return (self.local_root or self.data_dir / "inbox").resolve()

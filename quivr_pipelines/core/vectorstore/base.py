@@ -108,7 +108,8 @@ def settle_ties(hits: list[Hit], limit: int) -> list[Hit]:
 class VectorStore(Protocol):
     def ensure_collection(self, name: str, dimensions: int, fingerprint: str) -> None: ...
 
-    def collection_info(self, name: str) -> CollectionInfo | None: ...
+    def collection_info(self, name: str, exact: bool = True) -> CollectionInfo | None:
+        """`exact=False`: an approximate point count, ~0.04 ms instead of ~10 ms at 100k points."""
 
     def list_collections(self) -> list[str]: ...
 

@@ -140,14 +140,14 @@ class EmbeddedStore:
 
         self._run(create)
 
-    def collection_info(self, name: str) -> CollectionInfo | None:
+    def collection_info(self, name: str, exact: bool = True) -> CollectionInfo | None:
         def info():
             real = self.resolve_alias_unlocked(name) or name
             meta_path = self._collection_dir(real) / "meta.json"
             if not meta_path.exists():
                 return None
             meta = json.loads(meta_path.read_text())
-            return CollectionInfo(name=real, points=self._shard(real).count(CountRequest(exact=True)),
+            return CollectionInfo(name=real, points=self._shard(real).count(CountRequest(exact=exact)),
                                   dimensions=meta["dimensions"], fingerprint=meta.get("embedding_fingerprint"))
 
         return self._run(info)

@@ -62,7 +62,7 @@ class QdrantServerStore:
         for field_name in DATETIME_FIELDS:
             self.client.create_payload_index(name, field_name, models.PayloadSchemaType.DATETIME)
 
-    def collection_info(self, name: str) -> CollectionInfo | None:
+    def collection_info(self, name: str, exact: bool = True) -> CollectionInfo | None:
         name = self.resolve_alias(name) or name
         if not self.client.collection_exists(name):
             return None
@@ -70,7 +70,7 @@ class QdrantServerStore:
         metadata = info.config.metadata or {}
         vectors = info.config.params.vectors
         dims = vectors[DENSE].size if isinstance(vectors, dict) else vectors.size
-        return CollectionInfo(name=name, points=self.client.count(name, exact=True).count,
+        return CollectionInfo(name=name, points=self.client.count(name, exact=exact).count,
                               dimensions=dims, fingerprint=metadata.get("embedding_fingerprint"))
 
     def list_collections(self) -> list[str]:

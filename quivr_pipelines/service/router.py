@@ -1,0 +1,58 @@
+"""HTTP routes. Plain `def` routes: retrieval and the LLM client are blocking, FastAPI runs them
+in its threadpool (the store serialises its own access; the embedder is thread-safe)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from quivr_pipelines.core.catalog.api_keys import ApiKey
+from quivr_pipelines.service.dependencies import get_service, kb_reader
+from quivr_pipelines.service.schemas import AskRequest, AskResponse, ErrorResponse, SearchRequest, SearchResponse
+from quivr_pipelines.service.service import QueryService
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)}
+router = APIRouter()
+
+
+def _check_length(service: QueryService, query: str) -> None:
+    limit = service.settings.max_query_length
+    if len(query) > limit:
+        raise HTTPException(422, f"query is {len(query)} characters long; the limit is {limit} (MAX_QUERY_LENGTH)")
+
+
+@router.post("/v1/kbs/{kb}/search", response_model=SearchResponse, responses=ERRORS)
+def search(kb: str, body: SearchRequest, key: ApiKey = Depends(kb_reader),
+           service: QueryService = Depends(get_service)):
+    _check_length(service, body.query)
+    return service.search(kb, body, key.id)
+
+
+@router.post("/v1/kbs/{kb}/ask", response_model=AskResponse, responses=ERRORS)
+def ask(kb: str, body: AskRequest, key: ApiKey = Depends(kb_reader),
+        service: QueryService = Depends(get_service)):
+    _check_length(service, body.query)
+    if body.stream:
+        events = service.ask_stream(kb, body, key.id)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return service.ask(kb, body, key.id)
+
+
+@router.get("/health")
+def health():
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(service: QueryService = Depends(get_service)):
+    checks = service.check_ready()
+    ok = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request):
+    payload, content_type = request.app.state.metrics.render()
+    return Response(payload, media_type=content_type)
