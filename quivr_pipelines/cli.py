@@ -13,6 +13,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Ingestion and operations for RAG knowledge bases (Dagster + Qdrant).")
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge base settings.")
 app.add_typer(kb_app, name="kb")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the query service.")
+app.add_typer(keys_app, name="keys")
 
 
 def _settings():
@@ -159,6 +161,38 @@ def search(
         typer.echo(f"{hit.score:.4f}  {hit.payload.get('document_key')}{page}\n        {text}")
 
 
+@app.command("eval")
+def eval_retrieval(
+    dataset: str = typer.Option("all", help="xquad, nfcorpus or all"),
+    modes: str = typer.Option("dense,sparse,hybrid", help="Comma-separated search modes."),
+    limit: int = typer.Option(None, min=1, help="Only the first N queries of each set (quick runs)."),
+    fusion: list[str] = typer.Option([], "--fusion", help="Extra hybrid run per value: rrf:k=20, "
+                                     "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (repeatable)."),
+    data: Path = typer.Option(None, help="Retrieval sets folder (default ../shared/data/retrieval)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-embed documents (cache: $QUIVR_DATA_DIR/eval-cache)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """nDCG@10, recall@10 and MRR@10 of dense, sparse and hybrid search on XQuAD-en and NFCorpus,
+    through the configured embedder and a throwaway embedded collection."""
+    from quivr_pipelines.core import evaluation
+    from quivr_pipelines.core.factory import build_embedder
+
+    settings = _settings()
+    names = list(evaluation.DATASETS) if dataset == "all" else [dataset]
+    try:
+        fusions = [evaluation.parse_fusion(spec) for spec in fusion]
+        embedder = build_embedder(settings)
+        scores = evaluation.run(names, embedder, [m.strip() for m in modes.split(",") if m.strip()], limit,
+                                fusions, data, None if no_cache else settings.data_dir / "eval-cache",
+                                lambda message: typer.echo(message, err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps({"embedder": embedder.fingerprint, "scores": [s.as_dict() for s in scores]}, indent=1))
+    else:
+        typer.echo(f"embedder {embedder.fingerprint}\n{evaluation.format_table(scores)}")
+
+
 @app.command()
 def demo(
     serve_ui: bool = typer.Option(False, "--ui", help="Then start `dagster dev` (UI on :3000)."),
@@ -184,6 +218,141 @@ def demo(
     typer.echo(f"\nDagster runs were recorded in {home}. See them with: dagster dev  (http://127.0.0.1:3000)")
     if serve_ui:
         os.execvp("dagster", ["dagster", "dev", "-m", "quivr_pipelines.definitions"])
+
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(None, min=1, help="uvicorn worker processes (default QUIVR_SERVICE_WORKERS)."),
+):
+    """Run the query service (search and ask over HTTP) on the configured KBs."""
+    import tempfile
+
+    import uvicorn
+
+    settings = _settings()
+    workers = workers or settings.service_workers
+    if workers > 1 and not settings.qdrant_url:
+        typer.echo(f"the embedded vector store is opened by one process at a time: serving with 1 worker "
+                   f"instead of {workers} (set QUIVR_QDRANT_URL to a Qdrant server for more)", err=True)
+        workers = 1
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its metrics there; /metrics aggregates them (multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quivr-metrics-")
+    uvicorn.run("quivr_pipelines.service.app:create_app", factory=True, host=host, port=port,
+                workers=workers, access_log=False, proxy_headers=True, timeout_graceful_shutdown=30)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="Who or what the key is for."),
+    role: str = typer.Option("viewer", help="viewer, editor or admin."),
+    kb: list[str] = typer.Option(None, "--kb", help="A KB the key may query (repeat); none: every KB."),
+    expires_in_days: float = typer.Option(None, min=0, help="Expiry; default: never."),
+    rate_limit_per_minute: float = typer.Option(None, min=0, help="Per-key override of QUIVR_RATE_LIMIT_PER_MINUTE (0: no limit)."),
+    rate_limit_burst: int = typer.Option(None, min=1, help="Per-key override of QUIVR_RATE_LIMIT_BURST."),
+):
+    """Create an API key and print it once (only its hash is stored)."""
+    from datetime import datetime, timedelta, timezone
+
+    from quivr_pipelines.core.catalog import api_keys
+    from quivr_pipelines.core.factory import open_database
+    from quivr_pipelines.core.keys import validate_kb_name
+
+    for name_of_kb in kb or []:
+        validate_kb_name(name_of_kb)
+    expires = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
+    db = open_database(_settings())
+    try:
+        key, raw = api_keys.create_key(db, name, role, kb or None, expires, rate_limit_per_minute, rate_limit_burst)
+    finally:
+        db.close()
+    typer.echo(f"created {key.id} ({key.role}, KBs: {', '.join(key.kbs) if key.kbs else 'all'}, "
+               f"expires: {key.expires_at.isoformat() if key.expires_at else 'never'})")
+    typer.echo("key (shown once, store it now):", err=True)
+    typer.echo(raw)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json")):
+    """List API keys (never the keys themselves)."""
+    from datetime import datetime, timezone
+
+    from quivr_pipelines.core.catalog import api_keys
+    from quivr_pipelines.core.factory import open_database
+
+    db = open_database(_settings())
+    try:
+        keys = api_keys.list_keys(db)
+    finally:
+        db.close()
+    now = datetime.now(timezone.utc)
+    rows = [{"id": k.id, "name": k.name, "role": k.role, "kbs": list(k.kbs) if k.kbs else "all",
+             "state": "revoked" if k.revoked_at else ("expired" if k.expires_at and k.expires_at <= now else "active"),
+             "created_at": k.created_at.isoformat(), "expires_at": k.expires_at.isoformat() if k.expires_at else None}
+            for k in keys]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'id':<18}{'role':<8}{'state':<9}{'expires':<27}{'kbs':<24}name")
+    for row in rows:
+        kbs = row["kbs"] if isinstance(row["kbs"], str) else ",".join(row["kbs"])
+        typer.echo(f"{row['id']:<18}{row['role']:<8}{row['state']:<9}{row['expires_at'] or 'never':<27}"
+                   f"{kbs:<24}{row['name']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `keys list`).")):
+    """Revoke an API key: its next request gets 401."""
+    from quivr_pipelines.core.catalog import api_keys
+    from quivr_pipelines.core.factory import open_database
+
+    db = open_database(_settings())
+    try:
+        revoked = api_keys.revoke_key(db, key_id)
+    finally:
+        db.close()
+    if not revoked:
+        typer.echo(f"no active key {key_id}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def loadtest(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the query service (http or https)."),
+    kb: str = typer.Option(..., "--kb", help="Knowledge base to query."),
+    api_key: str = typer.Option(None, help="API key (default: $QUIVR_LOADTEST_API_KEY); never printed.",
+                                show_default=False),
+    scenario: str = typer.Option("steady", help="steady, peak (ramp up, hold, ramp down) or mix."),
+    concurrency: int = typer.Option(4, min=1, max=1000, help="Concurrent users (the peak for `peak`)."),
+    requests: int = typer.Option(200, min=1, help="Stop after this many requests."),
+    duration: float = typer.Option(60.0, min=0.1, max=86_400, help="Stop after this many seconds."),
+    queries: Path = typer.Option(None, exists=True, dir_okay=False,
+                                 help="Questions: text lines or JSONL (default: the shared XQuAD questions)."),
+    weights: str = typer.Option(None, help="mix weights, e.g. search=5,complex=2,ask=2,stream=1."),
+    top_k: int = typer.Option(5, min=1, max=50),
+    mode: str = typer.Option("hybrid", help="hybrid, dense or sparse (simple searches)."),
+    timeout: float = typer.Option(30.0, min=0.1, max=3600, help="Per-request timeout in seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Load-test the query service: latency percentiles, throughput, errors by status."""
+    from quivr_pipelines import loadtest as lt
+
+    try:
+        config = lt.LoadTestConfig(
+            url=url, kb=kb, api_key=lt.api_key_from_env(api_key), scenario=scenario, concurrency=concurrency,
+            requests=requests, duration=duration, timeout=timeout, top_k=top_k, mode=mode,
+            weights=lt.parse_weights(weights), queries=lt.load_queries(queries))
+        config.validate()
+    except lt.LoadTestError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    report = lt.run(config)
+    typer.echo(json.dumps(report, indent=2) if as_json else lt.format_report(report))
+    if not report["successes"]:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":
