@@ -14,11 +14,25 @@ import structlog
 _configured = False
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when the event is emitted, not when logging was set
+    up: Dagster's compute-log capture and test harnesses swap `sys.stderr`, and a handler bound
+    to an old one writes where nobody reads."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _configure() -> None:
     global _configured
     if _configured:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("quivr_pipelines.events")
     logger.addHandler(handler)
