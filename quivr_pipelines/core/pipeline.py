@@ -7,7 +7,9 @@ skipped / failed) and one catalog row; one document's failure never stops the ot
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,17 +105,59 @@ def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force:
 
 def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch_size: int,
                       force: bool = False) -> Iterator[list[DocumentOutcome]]:
-    """`ingest_documents` batch after batch, the next batch parsing in the worker processes while
-    the current one is embedded and written: the embedder never waits for the parser."""
+    """`ingest_documents` batch after batch, as a pipeline: a background thread embeds and writes
+    batch n while the worker processes parse batch n+1 and the caller handles the outcomes of
+    batch n-1 (a Dagster run stores two events per document meanwhile). The embedder and the
+    event bookkeeping release each other's cores instead of taking turns.
+
+    Each batch is finished (written and recorded) before its outcomes are yielded; if the caller
+    stops early, the batch in hand is finished and nothing more is started."""
     config, collection = ensure_kb_collection(ctx, kb)
-    pending: _Batch | None = None
-    for start in range(0, len(keys), batch_size):
-        started = _start_batch(ctx, kb, config, collection, keys[start:start + batch_size], force)
-        if pending is not None:
-            yield _finish_batch(ctx, pending)
-        pending = started
-    if pending is not None:
-        yield _finish_batch(ctx, pending)
+    batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
+    finished: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(item) -> None:
+        while not stop.is_set():
+            try:
+                finished.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            pending: _Batch | None = None
+            for batch_keys in batches:
+                if stop.is_set():
+                    return
+                started = _start_batch(ctx, kb, config, collection, batch_keys, force)
+                if pending is not None:
+                    hand_over(_finish_batch(ctx, pending))
+                pending = started
+            if pending is not None and not stop.is_set():
+                hand_over(_finish_batch(ctx, pending))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(exc)
+        finally:
+            hand_over(_END)
+
+    worker = threading.Thread(target=produce, name="quivr-ingest-batches", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = finished.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+_END = object()
 
 
 @dataclass
