@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -79,12 +79,14 @@ def shutdown_workers() -> None:
         _executor = None
 
 
-def _reset_pool() -> None:
+def _discard_pool(pool: ProcessPoolExecutor) -> None:
+    """Drop a broken pool; the next batch starts a fresh one. Only this pool: a newer, healthy
+    one (started meanwhile for the next batch) stays."""
     global _executor
     with _lock:
-        if _executor is not None:
-            _executor.shutdown(wait=False, cancel_futures=True)
-        _executor = None
+        if _executor is pool:
+            _executor = None
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ParseJob:
@@ -94,26 +96,39 @@ class ParseJob:
     def __init__(self, items: Sequence[tuple[str, bytes, str | None]], config: KbConfig, workers: int):
         self._items = list(items)
         self._config = config
-        self._futures = None
+        self._futures: dict[str, Future] | None = None
+        self._pool: ProcessPoolExecutor | None = None
         if workers > 1 and len(self._items) >= MIN_DOCUMENTS_FOR_WORKERS:
-            pool = _pool(workers)
-            self._futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config)
-                             for key, data, ctype in self._items}
+            self._futures = {}
+            for _ in range(2):  # a pool broken since its last use (a worker killed) is replaced once
+                pool = _pool(workers)
+                try:
+                    self._futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config)
+                                     for key, data, ctype in self._items}
+                    self._pool = pool
+                    break
+                except BrokenProcessPool:
+                    _discard_pool(pool)
+            # No pool could take them: `results` parses each in a process of its own.
 
     def results(self) -> dict[str, ParseResult]:
         config = self._config
         if self._futures is None:
             return {key: parse_and_chunk(data, key, ctype, config) for key, data, ctype in self._items}
         results, casualties = {}, []
-        for key, future in self._futures.items():
+        for key, _, _ in self._items:
+            future = self._futures.get(key)
             try:
+                if future is None:
+                    raise BrokenProcessPool("never submitted")
                 results[key] = future.result()
-            except BrokenProcessPool:
+            except (BrokenProcessPool, CancelledError):
                 casualties.append(key)
         if casualties:
-            # One document killed its worker; the pool took the others down with it. Retry each
-            # alone so only the culprit fails.
-            _reset_pool()
+            # One document killed its worker; the pool took the others down with it (this batch's
+            # and the next one's, already queued). Retry each alone so only the culprit fails.
+            if self._pool is not None:
+                _discard_pool(self._pool)
             by_key = {key: (data, ctype) for key, data, ctype in self._items}
             for key in casualties:
                 results[key] = _isolated(key, *by_key[key], config)
