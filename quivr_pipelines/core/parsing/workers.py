@@ -140,11 +140,6 @@ def submit_parse(items: Sequence[tuple[str, bytes, str | None]], config: KbConfi
     return ParseJob(items, config, workers or max(1, os.cpu_count() or 1))
 
 
-def parse_many(items: Sequence[tuple[str, bytes, str | None]], config: KbConfig,
-               workers: int | None = None) -> dict[str, ParseResult]:
-    return submit_parse(items, config, workers).results()
-
-
 def _isolated(key: str, data: bytes, content_type: str | None, config: KbConfig) -> ParseResult:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init) as single:
