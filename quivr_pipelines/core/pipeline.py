@@ -217,16 +217,14 @@ def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: s
 
 def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]:
     kb, collection, outcomes, records = batch.kb, batch.collection, batch.outcomes, batch.records
-    parse_started = time.perf_counter()
     parsed = batch.job.results()
-    parse_seconds = (time.perf_counter() - parse_started) / max(1, len(batch.to_parse))
     prepared: dict[str, _Prepared] = {}
     for done, (key, (info, sha, started)) in enumerate(batch.to_parse.items(), start=1):
         result = parsed[key]
         if result.error is not None:
             outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
         else:
-            prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, parse_seconds, started)
+            prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, result.seconds, started)
         if ctx.progress:
             ctx.progress(done, len(batch.to_parse))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,15 +35,17 @@ class ParseResult:
     parsed: ParsedDocument | None = None
     chunks: list[Chunk] | None = None
     error: IngestionError | None = None
+    seconds: float = 0.0  # parsing and chunking this document, in the process that did it
 
 
 def parse_and_chunk(data: bytes, key: str, content_type: str | None, config: KbConfig) -> ParseResult:
+    started = time.perf_counter()
     try:
         parsed = parse_document(data, key, content_type)
         chunks = chunk_elements(parsed.elements, config)
         if not chunks:
             raise IngestionError("no_text", "no extractable text")
-        return ParseResult(parsed=parsed, chunks=chunks)
+        return ParseResult(parsed=parsed, chunks=chunks, seconds=time.perf_counter() - started)
     except IngestionError as exc:
         return ParseResult(error=exc)
     except Exception as exc:  # noqa: BLE001 - a parser bug becomes this document's failure
