@@ -9,6 +9,7 @@ the documents it held, as `parse_error`, and the pool is rebuilt.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 import time
@@ -68,13 +69,26 @@ def _pool(workers: int) -> ProcessPoolExecutor:
             _executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_worker_init)
             _executor_size = workers
+            _stop_workers_at_exit()
         return _executor
 
 
+_exit_hook_registered = False
+
+
+def _stop_workers_at_exit() -> None:
+    """A process started by multiprocessing (Dagster's multiprocess executor runs each step in
+    one) skips the interpreter's exit handlers and waits at exit for its live children; idle pool
+    workers never exit by themselves, so it would hang. multiprocessing runs finalizers with an
+    exit priority before that wait, in every process: stop the workers there."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        multiprocessing.util.Finalize(None, shutdown_workers, exitpriority=100)
+        _exit_hook_registered = True
+
+
 def shutdown_workers() -> None:
-    """Stop this process's parser workers. Needed where Python's exit handlers do not run: a
-    process started by multiprocessing (Dagster's multiprocess executor runs each step in one)
-    waits at exit for its live children, and idle pool workers never exit by themselves."""
+    """Stop this process's parser workers (also at process exit, see `_stop_workers_at_exit`)."""
     global _executor
     with _lock:
         if _executor is not None:

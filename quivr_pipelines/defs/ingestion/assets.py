@@ -7,13 +7,11 @@ ingested). Unchanged documents inside a range are skipped cheaply and log nothin
 """
 
 
-import multiprocessing
 from collections import defaultdict
 
 import dagster as dg
 
 from quivr_pipelines.core.keys import partition_key, split_partition_key
-from quivr_pipelines.core.parsing.workers import shutdown_workers
 from quivr_pipelines.core.pipeline import DocumentOutcome, IngestionContext, ingest_in_batches
 from quivr_pipelines.defs.ingestion.partitions import DOCUMENTS_PER_RUN, documents_partitions
 from quivr_pipelines.core.factory import kb_defaults
@@ -71,20 +69,14 @@ def indexed_documents(
     force = context.run.tags.get(FORCE_TAG) == "true"
     done = 0
     totals = defaultdict(int)
-    try:
-        for kb, object_keys in by_kb.items():
-            for outcomes in ingest_in_batches(ctx, kb, object_keys, DOCUMENTS_PER_BATCH, force=force):
-                for outcome in outcomes:
-                    totals[outcome.status] += 1
-                    if outcome.status not in ("unchanged", "missing"):
-                        yield from _document_events(context, outcome)
-                done += len(outcomes)
-                context.log.info(f"documents done {done}/{len(keys)} ({dict(totals)})")
-    finally:
-        if multiprocessing.parent_process() is not None:
-            # This step runs in a child process (the multiprocess executor), which skips
-            # Python's exit handlers: without this it would wait forever for idle workers.
-            shutdown_workers()
+    for kb, object_keys in by_kb.items():
+        for outcomes in ingest_in_batches(ctx, kb, object_keys, DOCUMENTS_PER_BATCH, force=force):
+            for outcome in outcomes:
+                totals[outcome.status] += 1
+                if outcome.status not in ("unchanged", "missing"):
+                    yield from _document_events(context, outcome)
+            done += len(outcomes)
+            context.log.info(f"documents done {done}/{len(keys)} ({dict(totals)})")
 
 
 def _document_events(context: dg.AssetExecutionContext, outcome: DocumentOutcome):
