@@ -36,7 +36,7 @@ from quivr_pipelines.core.llm import (
     EXTRACTIVE_NOTE, NO_PASSAGE_ANSWER, LLMClient, LLMError, Passage, as_provider_error, build_messages,
     cost_dollars, extractive_pieces,
 )
-from quivr_pipelines.core.retrieval import FingerprintMismatch
+from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, kb_collection
 from quivr_pipelines.core.vectorstore.base import CollectionInfo, SearchFilter
 from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 from quivr_pipelines.service.caches import TTLCache
@@ -147,23 +147,17 @@ class QueryService:
     def collection(self, kb: str) -> CollectionInfo:
         if not KB_NAME_PATTERN.match(kb):
             raise UnknownKB(kb)
+        fingerprint = self._embedder_fingerprint()
         try:
             # Approximate count: an exact one costs ~10 ms at 100k points on every request; the
             # result cache key only needs it to notice points removed outside the catalog.
-            info = self.store.collection_info(kb, exact=False)
-        except StoreBusy:
+            return kb_collection(self.store, kb, fingerprint, exact=False)
+        except UnknownKnowledgeBase:
+            raise UnknownKB(kb) from None
+        except (StoreBusy, FingerprintMismatch):
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure is the same to the caller
             raise VectorStoreUnavailable(f"vector store error: {type(exc).__name__}: {exc}") from exc
-        if info is None:
-            raise UnknownKB(kb)
-        if info.fingerprint != self._embedder_fingerprint():
-            raise FingerprintMismatch(
-                f"knowledge base {kb!r} was embedded with {info.fingerprint}, but this service's "
-                f"embedder is {self._embedder_fingerprint()}; re-embed the KB or configure the same "
-                "model (QUIVR_EMBEDDER, QUIVR_OPENAI_EMBEDDING_MODEL, QUIVR_OPENAI_EMBEDDING_DIMENSIONS)"
-            )
-        return info
 
     def _embedder_fingerprint(self) -> str:
         with self._fingerprint_lock:  # an OpenAI embedder may probe its dimensions once
