@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.keys import check_object_key, validate_kb_name
 
 
@@ -65,7 +65,7 @@ def guess_content_type(key: str) -> str | None:
 
 def _too_large(info: ObjectInfo, max_bytes: int) -> IngestionError:
     return IngestionError(
-        "too_large",
+        ErrorType.TOO_LARGE,
         f"{info.size} bytes is larger than MAX_UPLOAD_SIZE_MB ({max_bytes / 1024 / 1024:g} MB)",
     )
 
@@ -82,7 +82,7 @@ class LocalFolderStore:
         path = (self.root / kb / key).resolve()
         kb_root = (self.root / kb).resolve()
         if kb_root != self.root / kb or not path.is_relative_to(kb_root):
-            raise IngestionError("hostile_key", "object key resolves outside the knowledge base folder")
+            raise IngestionError(ErrorType.HOSTILE_KEY, "object key resolves outside the knowledge base folder")
         return path
 
     def list_kbs(self) -> list[str]:
@@ -138,7 +138,7 @@ class LocalFolderStore:
         path = self._path(kb, key)
         info = self._stat(kb, key, path)
         if info is None:
-            raise IngestionError("not_found", "object no longer exists in the store")
+            raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store")
         if info.size > max_bytes:
             raise _too_large(info, max_bytes)
         with open(path, "rb") as handle:  # read-only: the source is never modified
@@ -243,7 +243,7 @@ class S3Store:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._full(kb, key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise IngestionError("not_found", "object no longer exists in the bucket") from exc
+                raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the bucket") from exc
             raise
         info = self._info(kb, key, resp)
         if info.size > max_bytes:

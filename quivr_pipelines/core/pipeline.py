@@ -22,23 +22,20 @@ from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
 from quivr_pipelines.core.chunking import Chunk
 from quivr_pipelines.core.embedding.base import Embedder
 from quivr_pipelines.core.embedding.batching import embed_documents
-from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus, ErrorType, IngestionError
 from quivr_pipelines.core.keys import check_object_key, point_id
 from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
 from quivr_pipelines.core.parsing import ParsedDocument
 from quivr_pipelines.core.parsing.workers import ParseJob, submit_parse
 from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
 
-# Failures worth retrying when the source has not changed: the system failed, not the input.
-TRANSIENT_ERRORS = {"embedding_error", "vector_store_error", "storage_error", "not_found"}
-
 
 @dataclass
 class DocumentOutcome:
     kb: str
     object_key: str
-    status: str  # ingested / skipped / failed, or unchanged / missing (gone since listed): nothing done
-    error_type: str | None = None
+    status: DocumentStatus  # ingested / skipped / failed, or unchanged / missing: nothing done
+    error_type: ErrorType | None = None
     reason: str | None = None
     pages: int | None = None
     elements: int = 0
@@ -53,7 +50,7 @@ class DocumentOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ingested", "unchanged")
+        return self.status in (DocumentStatus.INGESTED, DocumentStatus.UNCHANGED)
 
 
 @dataclass
@@ -187,7 +184,7 @@ def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: s
             check_object_key(key)
             info = ctx.store.head(kb, key)
             if info is None:
-                raise IngestionError("not_found", "object no longer exists in the store")
+                raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store")
             row = known.get(key)
             if not force and _unchanged(row, info.etag, ctx.embedder.fingerprint):
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
@@ -203,12 +200,13 @@ def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: s
             payloads.append((key, content.data, info.content_type))
         except Exception as exc:  # noqa: BLE001 - one object's problem must not sink the batch
             error = exc if isinstance(exc, IngestionError) else IngestionError(
-                "not_found" if isinstance(exc, FileNotFoundError) else "storage_error",
+                ErrorType.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorType.STORAGE_ERROR,
                 f"{type(exc).__name__}: {exc}"[:500])
-            if error.error_type == "not_found":
+            if error.error_type == ErrorType.NOT_FOUND:
                 # Gone since it was listed: deleting is the sync's decision (after repeated
                 # misses), not this run's. Nothing is written.
-                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status="missing", reason=error.message)
+                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status=DocumentStatus.MISSING,
+                                                reason=error.message)
                 continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
     job = submit_parse(payloads, config, workers=ctx.parse_workers)
@@ -237,16 +235,18 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]
 def _unchanged(row: dict | None, etag: str | None, fingerprint: str) -> bool:
     if row is None or row["etag"] != etag:
         return False
-    if row["status"] == "ingested":
+    if row["status"] == DocumentStatus.INGESTED:
         return row["embedding_model"] == fingerprint
-    return row["status"] in ("skipped", "failed") and row["error_type"] not in TRANSIENT_ERRORS
+    return (row["status"] in (DocumentStatus.SKIPPED, DocumentStatus.FAILED)
+            and row["error_type"] not in TRANSIENT_ERRORS)
 
 
 def _unchanged_outcome(kb, key, row, collection, fingerprint) -> DocumentOutcome:
     """Nothing to do: the last outcome (ingested, or a permanent failure) still stands."""
     return DocumentOutcome(
-        kb=kb, object_key=key, status="unchanged",
-        error_type=row["error_type"], reason=row["failure_reason"], pages=row["page_count"],
+        kb=kb, object_key=key, status=DocumentStatus.UNCHANGED,
+        error_type=ErrorType(row["error_type"]) if row["error_type"] else None,
+        reason=row["failure_reason"], pages=row["page_count"],
         elements=row["element_count"] or 0, chunks=row["chunk_count"], tokens=row["token_count"],
         version=row["version_id"] or row["etag"], sha256=row["sha256"], collection=collection,
         model=fingerprint, size_bytes=row["size_bytes"],
@@ -274,7 +274,7 @@ def _failure(ctx, kb, key, info, exc: IngestionError, collection, started):
         source_uri=_safe_uri(ctx, kb, key), total_seconds=seconds, collection=collection,
         embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
     )
-    if exc.error_type != "hostile_key" and exc.error_type not in TRANSIENT_ERRORS:
+    if exc.error_type != ErrorType.HOSTILE_KEY and exc.error_type not in TRANSIENT_ERRORS:
         # Whatever this document had in the index is stale now (changed into something unreadable);
         # after a transient failure the previous version stays searchable until the retry.
         try:
@@ -302,7 +302,7 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
     writes = []
     for key, p in prepared.items():
         if key in embedded.failures:
-            error = IngestionError("embedding_error", embedded.failures[key])
+            error = IngestionError(ErrorType.EMBEDDING_ERROR, embedded.failures[key])
             outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
             continue
         points = _points(ctx, kb, key, p, embedded.vectors[key], ingested_at)
@@ -312,7 +312,7 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         ctx.vectors.replace_documents(collection, [(kb, key, points) for key, points in writes])
         write_error = None
     except Exception as exc:  # noqa: BLE001 - recorded per document below
-        write_error = IngestionError("vector_store_error", f"{type(exc).__name__}: {exc}"[:500])
+        write_error = IngestionError(ErrorType.VECTOR_STORE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
     write_seconds = time.perf_counter() - write_started
     for key, points in writes:
         p = prepared[key]
@@ -323,15 +323,15 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         seconds = time.perf_counter() - p.started
         tokens = embedded.tokens.get(key, 0)
         outcomes[key] = DocumentOutcome(
-            kb=kb, object_key=key, status="ingested", pages=p.parsed.page_count,
+            kb=kb, object_key=key, status=DocumentStatus.INGESTED, pages=p.parsed.page_count,
             elements=len(p.parsed.elements), chunks=len(points), tokens=tokens, seconds=seconds,
             version=p.info.version, sha256=p.sha256, collection=collection,
             model=ctx.embedder.fingerprint, size_bytes=p.info.size,
         )
         records[key] = DocumentRecord(
-            kb=kb, object_key=key, status="ingested", etag=p.info.etag, version_id=p.info.version_id,
-            sha256=p.sha256, size_bytes=p.info.size, content_type=p.parsed.content_type,
-            source_uri=ctx.store.uri(kb, key), page_count=p.parsed.page_count,
+            kb=kb, object_key=key, status=DocumentStatus.INGESTED, etag=p.info.etag,
+            version_id=p.info.version_id, sha256=p.sha256, size_bytes=p.info.size,
+            content_type=p.parsed.content_type, source_uri=ctx.store.uri(kb, key), page_count=p.parsed.page_count,
             element_count=len(p.parsed.elements), chunk_count=len(points), token_count=tokens,
             parse_seconds=p.parse_seconds, embed_seconds=embedded.seconds * share,
             write_seconds=write_seconds * share, total_seconds=seconds, collection=collection,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.errors import DocumentStatus
 from quivr_pipelines.core.objects import ObjectStore
 
 
@@ -39,7 +40,7 @@ def reconcile_kb(store: ObjectStore, vectors, db: Database, kb: str, repair: boo
     rows = repository.get_documents(db, kb)
     collection = vectors.resolve_alias(kb)
     counts = vectors.chunk_counts(collection, kb) if collection else {}
-    ingested = {key: row for key, row in rows.items() if row["status"] == "ingested"}
+    ingested = {key: row for key, row in rows.items() if row["status"] == DocumentStatus.INGESTED}
     result.objects, result.ingested, result.points = len(listed), len(ingested), sum(counts.values())
     result.orphan_points_deleted = sorted(key for key in counts if key not in ingested)
     result.reset_for_reingestion = sorted(

@@ -12,6 +12,11 @@ import numpy as np
 from psycopg.rows import dict_row
 
 from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.errors import DocumentStatus, ErrorType
+
+# Status values inside SQL text come from `DocumentStatus` (constants, never user input).
+_INGESTED, _PENDING, _DELETED = DocumentStatus.INGESTED, DocumentStatus.PENDING, DocumentStatus.DELETED
+_FAILED, _SKIPPED = DocumentStatus.FAILED, DocumentStatus.SKIPPED
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,14 @@ class DocumentRecord:
 
     kb: str
     object_key: str
-    status: str
+    status: DocumentStatus
     etag: str | None = None
     version_id: str | None = None
     sha256: str | None = None
     size_bytes: int | None = None
     content_type: str | None = None
     source_uri: str | None = None
-    error_type: str | None = None
+    error_type: ErrorType | None = None
     failure_reason: str | None = None
     page_count: int | None = None
     element_count: int | None = None
@@ -162,9 +167,9 @@ def record_documents(db: Database, records: Iterable[DocumentRecord]) -> None:
     sql = (
         f"INSERT INTO documents (kb, object_key, {columns}, ingested_at)"
         f" VALUES (%(kb)s, %(object_key)s, {placeholders},"
-        "  CASE WHEN %(status)s = 'ingested' THEN now() END)"
+        f"  CASE WHEN %(status)s = '{_INGESTED}' THEN now() END)"
         f" ON CONFLICT (kb, object_key) DO UPDATE SET {updates},"
-        "  ingested_at = CASE WHEN EXCLUDED.status = 'ingested' THEN now()"
+        f"  ingested_at = CASE WHEN EXCLUDED.status = '{_INGESTED}' THEN now()"
         "                ELSE documents.ingested_at END,"
         "  updated_at = now()"
     )
@@ -182,7 +187,7 @@ def mark_requested(db: Database, kb: str, etags: dict[str, str]) -> None:
     with db.transaction() as conn:
         conn.cursor().executemany(
             "INSERT INTO documents (kb, object_key, status, requested_etag, requested_at)"
-            " VALUES (%s, %s, 'pending', %s, now())"
+            f" VALUES (%s, %s, '{_PENDING}', %s, now())"
             " ON CONFLICT (kb, object_key) DO UPDATE SET requested_etag = EXCLUDED.requested_etag,"
             " requested_at = now()",
             [(kb, key, etag) for key, etag in etags.items()],
@@ -195,7 +200,7 @@ def reset_to_pending(db: Database, kb: str, keys: Sequence[str]) -> None:
         return
     with db.transaction() as conn:
         conn.execute(
-            "UPDATE documents SET status = 'pending', etag = NULL, sha256 = NULL, requested_etag = NULL,"
+            f"UPDATE documents SET status = '{_PENDING}', etag = NULL, sha256 = NULL, requested_etag = NULL,"
             " updated_at = now() WHERE kb = %s AND object_key = ANY(%s)",
             (kb, list(keys)),
         )
@@ -204,7 +209,7 @@ def reset_to_pending(db: Database, kb: str, keys: Sequence[str]) -> None:
 def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
     with db.transaction() as conn:
         conn.execute(
-            "UPDATE documents SET status = 'deleted', chunk_count = 0, missing_passes = 0,"
+            f"UPDATE documents SET status = '{_DELETED}', chunk_count = 0, missing_passes = 0,"
             " requested_etag = NULL, deleted_at = now(), updated_at = now()"
             " WHERE kb = %s AND object_key = ANY(%s)",
             (kb, list(keys)),
@@ -214,7 +219,7 @@ def mark_deleted(db: Database, kb: str, keys: Sequence[str]) -> None:
 def confirmed_missing(db: Database, kb: str, min_passes: int) -> list[str]:
     with db.transaction() as conn:
         rows = conn.execute(
-            "SELECT object_key FROM documents WHERE kb = %s AND status <> 'deleted'"
+            f"SELECT object_key FROM documents WHERE kb = %s AND status <> '{_DELETED}'"
             " AND missing_passes >= %s ORDER BY object_key",
             (kb, min_passes),
         ).fetchall()
@@ -231,13 +236,13 @@ def kb_status(db: Database) -> list[dict]:
         cur = conn.cursor(row_factory=dict_row)
         return cur.execute(
             "SELECT k.name AS kb, k.collection, k.embedding_model,"
-            " count(d.object_key) FILTER (WHERE d.status = 'ingested') AS ingested,"
-            " count(d.object_key) FILTER (WHERE d.status = 'failed') AS failed,"
-            " count(d.object_key) FILTER (WHERE d.status = 'skipped') AS skipped,"
-            " count(d.object_key) FILTER (WHERE d.status = 'deleted') AS deleted,"
-            " count(d.object_key) FILTER (WHERE d.status = 'pending') AS pending,"
-            " coalesce(sum(d.chunk_count) FILTER (WHERE d.status = 'ingested'), 0) AS chunks,"
-            " coalesce(sum(d.token_count) FILTER (WHERE d.status = 'ingested'), 0) AS tokens,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_INGESTED}') AS ingested,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_FAILED}') AS failed,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_SKIPPED}') AS skipped,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_DELETED}') AS deleted,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_PENDING}') AS pending,"
+            f" coalesce(sum(d.chunk_count) FILTER (WHERE d.status = '{_INGESTED}'), 0) AS chunks,"
+            f" coalesce(sum(d.token_count) FILTER (WHERE d.status = '{_INGESTED}'), 0) AS tokens,"
             " max(d.ingested_at) AS last_ingestion"
             " FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name"
             " GROUP BY k.name, k.collection, k.embedding_model ORDER BY k.name"
@@ -249,7 +254,7 @@ def failures(db: Database, kb: str) -> list[dict]:
         cur = conn.cursor(row_factory=dict_row)
         return cur.execute(
             "SELECT object_key, status, error_type, failure_reason FROM documents"
-            " WHERE kb = %s AND status IN ('failed', 'skipped') ORDER BY object_key",
+            f" WHERE kb = %s AND status IN ('{_FAILED}', '{_SKIPPED}') ORDER BY object_key",
             (kb,),
         ).fetchall()
 

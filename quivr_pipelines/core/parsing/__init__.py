@@ -18,7 +18,7 @@ import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path, PurePosixPath  # noqa: E402
 
-from quivr_pipelines.core.errors import IngestionError  # noqa: E402
+from quivr_pipelines.core.errors import ErrorType, IngestionError  # noqa: E402
 from quivr_pipelines.core.parsing import detect, offline_nlp  # noqa: E402
 from quivr_pipelines.core.parsing.text import decode_text  # noqa: E402
 
@@ -68,24 +68,26 @@ def extension(key: str) -> str:
 def parse_document(data: bytes, key: str, content_type: str | None = None) -> ParsedDocument:
     ext = extension(key)
     if not data:
-        raise IngestionError("empty", "zero-byte file")
+        raise IngestionError(ErrorType.EMPTY, "zero-byte file")
     if ext in UNSUPPORTED_REASONS:
-        raise IngestionError("unsupported_type", f"unsupported file type {ext}: {UNSUPPORTED_REASONS[ext]}")
+        raise IngestionError(ErrorType.UNSUPPORTED_TYPE,
+                             f"unsupported file type {ext}: {UNSUPPORTED_REASONS[ext]}")
     if ext not in SUPPORTED_EXTENSIONS:
         shown = ext or "(no extension)"
-        raise IngestionError("unsupported_type", f"unsupported file type {shown}; supported: "
+        raise IngestionError(ErrorType.UNSUPPORTED_TYPE, f"unsupported file type {shown}; supported: "
                              + ", ".join(sorted(SUPPORTED_EXTENSIONS)))
     if ext in TEXT_EXTENSIONS | MARKUP_EXTENSIONS and not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
-        raise IngestionError("empty", "file contains only whitespace")
+        raise IngestionError(ErrorType.EMPTY, "file contains only whitespace")
     detect.refuse_encrypted_or_corrupt(data, ext)
     offline_nlp.install()
     elements, page_count = _partition(data, ext)
     elements = [e for e in elements if (e.text or "").strip()]
     if not elements:
-        raise IngestionError("no_text", _no_text_reason(ext))
+        raise IngestionError(ErrorType.NO_TEXT, _no_text_reason(ext))
     text = "".join(e.text for e in elements[:200])
     if text.count("\x00") > len(text) // 10:
-        raise IngestionError("corrupt", "extracted text is binary garbage (NUL bytes); the encoding is unknown")
+        raise IngestionError(ErrorType.CORRUPT,
+                             "extracted text is binary garbage (NUL bytes); the encoding is unknown")
     if page_count is None:
         pages = [e.metadata.page_number for e in elements if e.metadata.page_number]
         page_count = max(pages) if pages else None

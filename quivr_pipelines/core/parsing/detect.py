@@ -11,7 +11,7 @@ import email.policy
 import io
 import zipfile
 
-from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.parsing.text import utf16_without_bom
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -37,11 +37,11 @@ def _check_ole(data: bytes, ext: str) -> None:
         with olefile.OleFileIO(io.BytesIO(data)) as ole:
             streams = {"/".join(s) for s in ole.listdir()}
     except Exception as exc:  # noqa: BLE001
-        raise IngestionError("corrupt", f"damaged OLE container: {exc}") from exc
+        raise IngestionError(ErrorType.CORRUPT, f"damaged OLE container: {exc}") from exc
     if "EncryptionInfo" in streams and "EncryptedPackage" in streams:
-        raise IngestionError("encrypted", f"password-protected {ext or 'Office'} file (encrypted package)")
+        raise IngestionError(ErrorType.ENCRYPTED, f"password-protected {ext or 'Office'} file (encrypted package)")
     if ext in OOXML:
-        raise IngestionError("corrupt", f"a {ext} should be a ZIP package, this is an OLE container")
+        raise IngestionError(ErrorType.CORRUPT, f"a {ext} should be a ZIP package, this is an OLE container")
     if ext == ".msg":
         _check_msg(data)
     elif ext == ".xls":
@@ -52,7 +52,7 @@ def _check_ole(data: bytes, ext: str) -> None:
         except Exception:  # noqa: BLE001 - msoffcrypto cannot read some valid XLS writers
             encrypted = False
         if encrypted:
-            raise IngestionError("encrypted", "password-protected .xls workbook")
+            raise IngestionError(ErrorType.ENCRYPTED, "password-protected .xls workbook")
 
 
 def _check_msg(data: bytes) -> None:
@@ -61,11 +61,12 @@ def _check_msg(data: bytes) -> None:
     try:
         message = Message.load(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001
-        raise IngestionError("corrupt", f"unreadable Outlook message: {exc}") from exc
+        raise IngestionError(ErrorType.CORRUPT, f"unreadable Outlook message: {exc}") from exc
     content_type = (message.message_headers.get("Content-Type", "") or "").lower()
     if ("multipart/encrypted" in content_type or "pkcs7-mime" in content_type
             or message.message_class.upper().startswith("IPM.NOTE.SMIME")):
-        raise IngestionError("encrypted", "encrypted Outlook message (S/MIME or PGP); cannot be read without the key")
+        raise IngestionError(ErrorType.ENCRYPTED,
+                             "encrypted Outlook message (S/MIME or PGP); cannot be read without the key")
 
 
 def _check_zip(data: bytes, ext: str) -> None:
@@ -74,11 +75,12 @@ def _check_zip(data: bytes, ext: str) -> None:
             names = set(archive.namelist())
             damaged = archive.testzip()
     except zipfile.BadZipFile as exc:
-        raise IngestionError("corrupt", f"damaged or truncated {ext} (not a valid ZIP package: {exc})") from exc
+        raise IngestionError(ErrorType.CORRUPT,
+                             f"damaged or truncated {ext} (not a valid ZIP package: {exc})") from exc
     if damaged:
-        raise IngestionError("corrupt", f"damaged {ext}: member {damaged} fails its checksum")
+        raise IngestionError(ErrorType.CORRUPT, f"damaged {ext}: member {damaged} fails its checksum")
     if ext in OOXML and "[Content_Types].xml" not in names:
-        raise IngestionError("corrupt", f"not a valid {ext}: [Content_Types].xml is missing")
+        raise IngestionError(ErrorType.CORRUPT, f"not a valid {ext}: [Content_Types].xml is missing")
 
 
 def _check_pdf(data: bytes) -> None:
@@ -86,11 +88,12 @@ def _check_pdf(data: bytes) -> None:
     from pypdf.errors import PdfReadError
 
     if b"%PDF-" not in data[:1024]:
-        raise IngestionError("corrupt", "not a PDF: the %PDF- header is missing")
+        raise IngestionError(ErrorType.CORRUPT, "not a PDF: the %PDF- header is missing")
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and int(reader.decrypt("")) == 0:
-            raise IngestionError("encrypted", "password-protected PDF (a user password is required to open it)")
+            raise IngestionError(ErrorType.ENCRYPTED,
+                                 "password-protected PDF (a user password is required to open it)")
     except IngestionError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
@@ -111,16 +114,17 @@ def _check_email(data: bytes) -> None:
     content_type = message.get_content_type()
     if content_type == "multipart/encrypted" or content_type in ("application/pkcs7-mime",
                                                                  "application/x-pkcs7-mime"):
-        raise IngestionError("encrypted", f"encrypted e-mail ({content_type}); cannot be read without the key")
+        raise IngestionError(ErrorType.ENCRYPTED,
+                             f"encrypted e-mail ({content_type}); cannot be read without the key")
 
 
 def classify_parser_error(exc: Exception, ext: str) -> IngestionError:
     name, message = type(exc).__name__, str(exc)
     lowered = message.lower()
     if "password" in lowered or "encrypt" in lowered:
-        return IngestionError("encrypted", f"password-protected {ext} ({name}: {message})"[:500])
+        return IngestionError(ErrorType.ENCRYPTED, f"password-protected {ext} ({name}: {message})"[:500])
     if name in ("BadZipFile", "PackageNotFoundError", "XMLSyntaxError", "KeyError") or "zip" in lowered:
-        return IngestionError("corrupt", f"damaged {ext} ({name}: {message})"[:500])
+        return IngestionError(ErrorType.CORRUPT, f"damaged {ext} ({name}: {message})"[:500])
     if name == "UnsupportedFileFormatError":
-        return IngestionError("unsupported_type", message[:500])
-    return IngestionError("parse_error", f"{name}: {message}"[:500])
+        return IngestionError(ErrorType.UNSUPPORTED_TYPE, message[:500])
+    return IngestionError(ErrorType.PARSE_ERROR, f"{name}: {message}"[:500])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.errors import ErrorType, IngestionError
 
 
 def _text_boxes(container):
@@ -45,13 +45,14 @@ def partition_pdf_text(data: bytes) -> tuple[list, int]:
                 element.metadata = ElementMetadata(filetype="application/pdf", page_number=page_number)
                 elements.append(element)
     except (PDFPasswordIncorrect, PDFEncryptionError) as exc:
-        raise IngestionError("encrypted", "password-protected PDF (a user password is required to open it)") from exc
+        raise IngestionError(ErrorType.ENCRYPTED,
+                             "password-protected PDF (a user password is required to open it)") from exc
     except PDFSyntaxError as exc:
         if not elements:
-            raise IngestionError("corrupt", f"damaged or truncated PDF ({exc})") from exc
+            raise IngestionError(ErrorType.CORRUPT, f"damaged or truncated PDF ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - pdfminer raises many types on damaged files
         if not elements:
-            raise IngestionError("corrupt", f"damaged PDF ({type(exc).__name__}: {exc})"[:500]) from exc
+            raise IngestionError(ErrorType.CORRUPT, f"damaged PDF ({type(exc).__name__}: {exc})"[:500]) from exc
     if pages == 0:
-        raise IngestionError("corrupt", "damaged or truncated PDF: no readable page")
+        raise IngestionError(ErrorType.CORRUPT, "damaged or truncated PDF: no readable page")
     return elements, pages

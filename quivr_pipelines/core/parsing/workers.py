@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from quivr_pipelines.core.catalog.repository import KbConfig
 from quivr_pipelines.core.chunking import Chunk, chunk_elements
-from quivr_pipelines.core.errors import IngestionError
+from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.parsing import ParsedDocument, parse_document
 
 # Below this many documents (or bytes) a batch is parsed inline: starting workers costs more.
@@ -45,12 +45,12 @@ def parse_and_chunk(data: bytes, key: str, content_type: str | None, config: KbC
         parsed = parse_document(data, key, content_type)
         chunks = chunk_elements(parsed.elements, config)
         if not chunks:
-            raise IngestionError("no_text", "no extractable text")
+            raise IngestionError(ErrorType.NO_TEXT, "no extractable text")
         return ParseResult(parsed=parsed, chunks=chunks, seconds=time.perf_counter() - started)
     except IngestionError as exc:
         return ParseResult(error=exc)
     except Exception as exc:  # noqa: BLE001 - a parser bug becomes this document's failure
-        return ParseResult(error=IngestionError("parse_error", f"{type(exc).__name__}: {exc}"[:500]))
+        return ParseResult(error=IngestionError(ErrorType.PARSE_ERROR, f"{type(exc).__name__}: {exc}"[:500]))
 
 
 def _worker_init() -> None:
@@ -164,4 +164,4 @@ def _isolated(key: str, data: bytes, content_type: str | None, config: KbConfig)
             return single.submit(parse_and_chunk, data, key, content_type, config).result()
         except BrokenProcessPool:
             return ParseResult(error=IngestionError(
-                "parse_error", "the parser process died on this document (crash or out of memory)"))
+                ErrorType.PARSE_ERROR, "the parser process died on this document (crash or out of memory)"))
