@@ -85,8 +85,7 @@ def ingest(settings, kb: str, docs: dict[str, str], texts: dict[str, str]) -> No
     db, store = open_database(settings), build_vector_store(settings)
     try:
         ctx = IngestionContext(store=objects, vectors=store, embedder=build_embedder(settings), db=db,
-                               defaults=kb_defaults(settings), max_bytes=settings.max_upload_bytes,
-                               parse_workers=1)
+                               defaults=kb_defaults(settings), max_bytes=settings.max_upload_bytes)
         outcomes = ingest_documents(ctx, kb, sorted(docs))
         assert all(o.status == "ingested" for o in outcomes), outcomes
     finally:
