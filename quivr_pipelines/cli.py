@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from tqdm import tqdm
 
+# rich_markup_mode=None: a usage error is click's plain "Error: ..." line, not a rich panel that
+# wraps the message over several lines.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Ingestion and operations for RAG knowledge bases (Dagster + Qdrant).")
-kb_app = typer.Typer(no_args_is_help=True, help="Knowledge base settings.")
+kb_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Knowledge base settings.")
 app.add_typer(kb_app, name="kb")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of the query service.")
+keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="API keys of the query service.")
 app.add_typer(keys_app, name="keys")
+
+
+class SearchModeChoice(str, Enum):
+    hybrid = "hybrid"
+    dense = "dense"
+    sparse = "sparse"
+
+
+class RoleChoice(str, Enum):
+    viewer = "viewer"
+    editor = "editor"
+    admin = "admin"
 
 
 def _settings():
@@ -23,18 +40,46 @@ def _settings():
     return get_settings()
 
 
+def _fail(message: str) -> NoReturn:
+    """A failure that is not a usage error (unknown KB, ...): one line on stderr, exit 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _kb_name(value: str | None) -> str | None:
+    """Parameter callback: a well-formed KB name, or a usage error (exit 2)."""
+    from quivr_pipelines.core.keys import validate_kb_name
+
+    if value is not None:
+        try:
+            validate_kb_name(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _kb_names(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        _kb_name(value)
+    return values
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise typer.BadParameter("must not be empty or whitespace")
+    return value
+
+
 @app.command()
 def add(
-    kb: str = typer.Argument(..., help="Knowledge base name (a-z, 0-9, '-', '_')."),
+    kb: str = typer.Argument(..., callback=_kb_name, help="Knowledge base name (a-z, 0-9, '-', '_')."),
     paths: list[Path] = typer.Argument(..., exists=True, help="Files or folders to add."),
     prefix: str = typer.Option("", help="Key prefix inside the KB, e.g. 'contracts/2024'."),
 ):
     """Copy local files or folders into a KB's object store (the local inbox or S3)."""
     from quivr_pipelines.core.errors import IngestionError
     from quivr_pipelines.core.factory import build_object_store
-    from quivr_pipelines.core.keys import validate_kb_name
 
-    validate_kb_name(kb)
     store = build_object_store(_settings())
     files = []
     for path in paths:
@@ -117,7 +162,7 @@ def ingest(
 
 @app.command()
 def status(
-    kb: str = typer.Option(None, "--kb", help="Show failures of this KB."),
+    kb: str = typer.Option(None, "--kb", help="Only this KB, with its failures."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Documents by status, chunks and last ingestion, per KB."""
@@ -130,14 +175,16 @@ def status(
         problems = repository.failures(db, kb) if kb else []
     finally:
         db.close()
+    if kb:
+        rows = [row for row in rows if row["kb"] == kb]
+        if not rows:
+            _fail(f"unknown knowledge base {kb!r} (`quivr-pipelines status` lists the KBs)")
     if as_json:
         typer.echo(json.dumps({"kbs": rows, "failures": problems}, indent=2, default=str))
         return
     header = f"{'kb':<24}{'ingested':>9}{'failed':>8}{'skipped':>8}{'deleted':>8}{'pending':>8}{'chunks':>9}  last ingestion"
     typer.echo(header)
     for row in rows:
-        if kb and row["kb"] != kb:
-            continue
         last = row["last_ingestion"].isoformat(timespec="seconds") if row["last_ingestion"] else "-"
         typer.echo(f"{row['kb']:<24}{row['ingested']:>9}{row['failed']:>8}{row['skipped']:>8}"
                    f"{row['deleted']:>8}{row['pending']:>8}{row['chunks']:>9}  {last}")
@@ -147,24 +194,50 @@ def status(
 
 @app.command()
 def search(
-    kb: str = typer.Argument(...),
-    query: str = typer.Argument(...),
+    kb: str = typer.Argument(..., callback=_kb_name),
+    query: str = typer.Argument(..., callback=_not_blank),
     top_k: int = typer.Option(5, min=1, max=50),
-    mode: str = typer.Option("hybrid", help="hybrid, dense or sparse"),
+    mode: SearchModeChoice = typer.Option(SearchModeChoice.hybrid, help="Search mode."),
 ):
     """Search a KB from the command line (the query service offers the same over HTTP)."""
-    from quivr_pipelines.core.retrieval import search_kb
+    from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, search_kb
+    from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 
-    for hit in search_kb(_settings(), kb, query, top_k=top_k, mode=mode):
+    try:
+        hits = search_kb(_settings(), kb, query, top_k=top_k, mode=SearchModeChoice(mode).value)
+    except UnknownKnowledgeBase as exc:
+        _fail(f"{exc.args[0]}: no such KB, or nothing ingested into it")
+    except (FingerprintMismatch, StoreBusy) as exc:
+        _fail(str(exc))
+    for hit in hits:
         page = f" p.{hit.payload.get('page_number')}" if hit.payload.get("page_number") else ""
         text = " ".join(hit.payload.get("text", "").split())[:200]
         typer.echo(f"{hit.score:.4f}  {hit.payload.get('document_key')}{page}\n        {text}")
 
 
+def _eval_dataset(value: str) -> str:
+    from quivr_pipelines.core.evaluation import DATASETS
+
+    if value not in ("all", *DATASETS):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(('all', *DATASETS))}")
+    return value
+
+
+def _eval_modes(value: str) -> str:
+    from quivr_pipelines.core.evaluation import MODES
+
+    modes = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise typer.BadParameter(f"expected a comma-separated list of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
 @app.command("eval")
 def eval_retrieval(
-    dataset: str = typer.Option("all", help="xquad, nfcorpus or all"),
-    modes: str = typer.Option("dense,sparse,hybrid", help="Comma-separated search modes."),
+    dataset: str = typer.Option("all", callback=_eval_dataset, help="xquad, nfcorpus or all"),
+    modes: str = typer.Option("dense,sparse,hybrid", callback=_eval_modes,
+                              help="Comma-separated search modes."),
     limit: int = typer.Option(None, min=1, help="Only the first N queries of each set (quick runs)."),
     fusion: list[str] = typer.Option([], "--fusion", help="Extra hybrid run per value: rrf:k=20, "
                                      "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (repeatable)."),
@@ -247,9 +320,10 @@ def serve(
 
 @keys_app.command("create")
 def keys_create(
-    name: str = typer.Argument(..., help="Who or what the key is for."),
-    role: str = typer.Option("viewer", help="viewer, editor or admin."),
-    kb: list[str] = typer.Option(None, "--kb", help="A KB the key may query (repeat); none: every KB."),
+    name: str = typer.Argument(..., callback=_not_blank, help="Who or what the key is for."),
+    role: RoleChoice = typer.Option(RoleChoice.viewer, help="What the key may do."),
+    kb: list[str] = typer.Option(None, "--kb", callback=_kb_names,
+                                 help="A KB the key may query (repeat); none: every KB."),
     expires_in_days: float = typer.Option(None, min=0, help="Expiry; default: never."),
     rate_limit_per_minute: float = typer.Option(None, min=0, help="Per-key override of QUIVR_RATE_LIMIT_PER_MINUTE (0: no limit)."),
     rate_limit_burst: int = typer.Option(None, min=1, help="Per-key override of QUIVR_RATE_LIMIT_BURST."),
@@ -259,14 +333,12 @@ def keys_create(
 
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
-    from quivr_pipelines.core.keys import validate_kb_name
 
-    for name_of_kb in kb or []:
-        validate_kb_name(name_of_kb)
     expires = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
     db = open_database(_settings())
     try:
-        key, raw = api_keys.create_key(db, name, role, kb or None, expires, rate_limit_per_minute, rate_limit_burst)
+        key, raw = api_keys.create_key(db, name, RoleChoice(role).value, kb or None, expires,
+                                       rate_limit_per_minute, rate_limit_burst)
     finally:
         db.close()
     typer.echo(f"created {key.id} ({key.role}, KBs: {', '.join(key.kbs) if key.kbs else 'all'}, "
