@@ -314,6 +314,16 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics there; /metrics aggregates them (multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quivr-metrics-")
+    from quivr_pipelines.core.catalog.database import embedded_postgres_dsn, exit_cleanly_on_sigterm
+
+    if not settings.database_url:
+        # This process joins the embedded PostgreSQL and hands its address to the app (and to
+        # every worker) as QUIVR_DATABASE_URL: the server's lifetime is this process's, which
+        # stops it at exit when no other process uses it.
+        os.environ["QUIVR_DATABASE_URL"] = embedded_postgres_dsn(settings.postgres_dir)
+    # uvicorn handles SIGTERM while it serves, then restores the handler it found and raises the
+    # signal again: that handler must exit through atexit (pgserver stops the server there).
+    exit_cleanly_on_sigterm()
     uvicorn.run("quivr_pipelines.service.app:create_app", factory=True, host=host, port=port,
                 workers=workers, access_log=False, proxy_headers=True, timeout_graceful_shutdown=30)
 

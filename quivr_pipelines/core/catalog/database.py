@@ -19,11 +19,36 @@ SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def embedded_postgres_dsn(pgdata: Path) -> str:
+    """Start the embedded server of `pgdata`, or join the one already running there. pgserver
+    stops it from an atexit handler of the last process that joined it, so this process is made
+    to run its atexit handlers when it gets SIGTERM too (`exit_cleanly_on_sigterm`)."""
     import pgserver
 
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    exit_cleanly_on_sigterm()
     return server.get_uri()
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM end this process through Python's normal exit (`SystemExit(143)`), running
+    atexit handlers: Python's default SIGTERM disposition kills the process without them, which
+    left the embedded PostgreSQL running after `kill`, `docker stop` or a supervisor's stop.
+    Only the default disposition is replaced, and only from the main thread: a handler installed
+    by someone else (Dagster maps SIGTERM to SIGINT, uvicorn handles it while serving) is theirs.
+    uvicorn, after its graceful shutdown, restores the handler it found and raises the signal
+    again, so a process that serves with uvicorn calls this before uvicorn starts."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def migration_files() -> list[tuple[int, str, str]]:
