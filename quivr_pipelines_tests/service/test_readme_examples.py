@@ -129,3 +129,39 @@ def test_the_readme_examples_would_fail_without_a_json_content_type(handbook):
     status, body = run_curl(handbook, command)
     assert status == 422, body
 
+
+def test_the_readme_configuration_table_matches_the_settings():
+    """Every variable `Settings` reads (QUIVR_ + field name, or its aliases) has a row, every
+    QUIVR_ row is a setting, and a default written as `code` is the field's default."""
+    from pydantic import AliasChoices
+
+    from quivr_pipelines.settings import Settings
+
+    section = README.read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str] = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            name_cell, default_cell = [cell.strip() for cell in line.strip("|").split("|")[:2]]
+            for name in re.findall(r"`([A-Z0-9_]+)`", name_cell):
+                documented[name] = default_cell
+
+    def shown(value) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    read = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [f"QUIVR_{field_name}"]
+        for name in names:
+            read[name.upper()] = field
+    assert sorted(set(read) - set(documented)) == [], "settings missing from the README's table"
+    stale = [name for name in documented if name.startswith(("QUIVR_", "MAX_")) and name not in read]
+    assert stale == [], "README rows for variables nothing reads"
+    for name, field in read.items():
+        code = re.fullmatch(r"`([^`]*)`", documented[name])
+        if code and field.default is not None:
+            assert code.group(1) == shown(field.default), (name, documented[name], field.default)
