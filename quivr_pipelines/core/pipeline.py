@@ -1,8 +1,9 @@
 """Ingest a batch of documents of one KB: read, parse, chunk, embed, write, record.
 
 Plain Python, no Dagster: the Dagster assets, the CLI and the benchmarks all call
-`ingest_documents`. Every document ends with exactly one outcome (ingested / unchanged /
-skipped / failed) and one catalog row; one document's failure never stops the others.
+`ingest_documents` or `ingest_in_batches`. Every document ends with exactly one outcome
+(ingested / skipped / failed, or unchanged / missing when there was nothing to do) and, unless
+nothing was done, one catalog row; one document's failure never stops the others.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -26,7 +28,7 @@ from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus, ErrorT
 from quivr_pipelines.core.keys import check_object_key, point_id
 from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
 from quivr_pipelines.core.parsing import ParsedDocument
-from quivr_pipelines.core.parsing.workers import ParseJob, submit_parse
+from quivr_pipelines.core.parsing.workers import ParseJob, ParserPool
 from quivr_pipelines.core.vectorstore.base import PointRecord, VectorStore
 
 
@@ -63,7 +65,9 @@ class IngestionContext:
     max_bytes: int
     batch_size: int = 64
     run_id: str | None = None
-    parse_workers: int | None = None  # None: QUIVR_PARSE_WORKERS or the number of cores
+    # The owner's parser pool, used and left open; None: each call opens one (a worker per core)
+    # for its own duration and closes it.
+    parser: ParserPool | None = None
     progress: Callable[[int, int], None] | None = None
 
 
@@ -95,9 +99,21 @@ def ensure_kb_collection(ctx: IngestionContext, kb: str) -> tuple[KbConfig, str]
     return config, current
 
 
+@contextmanager
+def _parser(ctx: IngestionContext) -> Iterator[ParserPool]:
+    """The context's pool, left open for its owner; or a pool of this call's, closed at its end
+    (plain callers, such as benchmarks and tests, need not manage one)."""
+    if ctx.parser is not None:
+        yield ctx.parser
+        return
+    with ParserPool() as pool:
+        yield pool
+
+
 def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force: bool = False) -> list[DocumentOutcome]:
     config, collection = ensure_kb_collection(ctx, kb)
-    return _finish_batch(ctx, _start_batch(ctx, kb, config, collection, keys, force))
+    with _parser(ctx) as parser:
+        return _finish_batch(ctx, _start_batch(ctx, parser, kb, config, collection, keys, force))
 
 
 def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch_size: int,
@@ -110,6 +126,12 @@ def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch
     Each batch is finished (written and recorded) before its outcomes are yielded; if the caller
     stops early, the batch in hand is finished and nothing more is started."""
     config, collection = ensure_kb_collection(ctx, kb)
+    with _parser(ctx) as parser:
+        yield from _pipelined(ctx, parser, kb, config, collection, keys, batch_size, force)
+
+
+def _pipelined(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbConfig, collection: str,
+               keys: Sequence[str], batch_size: int, force: bool) -> Iterator[list[DocumentOutcome]]:
     batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
     finished: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -128,7 +150,7 @@ def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch
             for batch_keys in batches:
                 if stop.is_set():
                     return
-                started = _start_batch(ctx, kb, config, collection, batch_keys, force)
+                started = _start_batch(ctx, parser, kb, config, collection, batch_keys, force)
                 if pending is not None:
                     hand_over(_finish_batch(ctx, pending))
                 pending = started
@@ -168,8 +190,8 @@ class _Batch:
     job: ParseJob
 
 
-def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: str, keys: Sequence[str],
-                 force: bool) -> _Batch:
+def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbConfig, collection: str,
+                 keys: Sequence[str], force: bool) -> _Batch:
     """Read what changed and hand it to the parser workers; decide the rest (unchanged, gone,
     unreadable) on the spot."""
     known = repository.get_documents(ctx.db, kb, list(keys))
@@ -209,7 +231,7 @@ def _start_batch(ctx: IngestionContext, kb: str, config: KbConfig, collection: s
                                                 reason=error.message)
                 continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
-    job = submit_parse(payloads, config, workers=ctx.parse_workers)
+    job = parser.submit(payloads, config)
     return _Batch(kb, collection, list(keys), outcomes, records, to_parse, job)
 
 

@@ -1,15 +1,15 @@
 """Parse and chunk several documents at once in worker processes.
 
-Parsing is CPU-bound Python (unstructured's spaCy classifier), so a batch is spread over
-`QUIVR_PARSE_WORKERS` processes (default: the number of cores). Workers are started once per
-process and reused by every batch; a worker that dies (a parser crash, out of memory) fails only
-the documents it held, as `parse_error`, and the pool is rebuilt.
+Parsing is CPU-bound Python (unstructured's spaCy classifier), so a batch is spread over the
+worker processes of a `ParserPool` (default: one per core). A pool is an object with an owner,
+not process-wide state: whoever opens it closes it, and two pools never touch each other's work.
+A worker that dies (a parser crash, out of memory) fails only the document it held, as
+`parse_error`; the others of its batch are parsed again.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.util
 import os
 import threading
 import time
@@ -17,18 +17,17 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from types import TracebackType
 
 from quivr_pipelines.core.catalog.repository import KbConfig
 from quivr_pipelines.core.chunking import Chunk, chunk_elements
 from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.parsing import ParsedDocument, parse_document
 
-# Below this many documents (or bytes) a batch is parsed inline: starting workers costs more.
+# Below this many documents a batch is parsed inline: handing them to workers costs more.
 MIN_DOCUMENTS_FOR_WORKERS = 4
 
-_lock = threading.Lock()
-_executor: ProcessPoolExecutor | None = None
-_executor_size = 0
+ParseItem = tuple[str, bytes, str | None]  # object key, content, content type the store declared
 
 
 @dataclass
@@ -59,74 +58,105 @@ def _worker_init() -> None:
     offline_nlp.install()
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    global _executor, _executor_size
-    with _lock:
-        if _executor is None or _executor_size != workers:
-            if _executor is not None:
-                _executor.shutdown(cancel_futures=True)
-            # spawn: the parent holds threads (database pool, onnxruntime) that fork would copy
-            _executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_worker_init)
-            _executor_size = workers
-            _stop_workers_at_exit()
-        return _executor
+def _spawn_executor(workers: int) -> ProcessPoolExecutor:
+    # spawn: the parent holds threads (database pool, onnxruntime) that fork would copy
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
 
 
-_exit_hook_registered = False
+class ParserPool:
+    """Parser worker processes, started at the first batch that needs them and reused by every
+    batch submitted here until `close()`.
 
+    The owner closes the pool (`with ParserPool() as pool:`, or a Dagster resource's
+    `yield_for_execution`). Not only for tidiness: a process started by multiprocessing
+    (Dagster's multiprocess executor runs each step in one) skips the interpreter's exit
+    handlers and waits at exit for its live children, and idle workers never exit by
+    themselves, so a step that left its pool open would hang at exit. There is deliberately no
+    exit hook: the pool's lifetime is its owner's, visible in the code that opens it.
 
-def _stop_workers_at_exit() -> None:
-    """A process started by multiprocessing (Dagster's multiprocess executor runs each step in
-    one) skips the interpreter's exit handlers and waits at exit for its live children; idle pool
-    workers never exit by themselves, so it would hang. multiprocessing runs finalizers with an
-    exit priority before that wait, in every process: stop the workers there."""
-    global _exit_hook_registered
-    if not _exit_hook_registered:
-        multiprocessing.util.Finalize(None, shutdown_workers, exitpriority=100)
-        _exit_hook_registered = True
+    Pools are independent objects: a pool of another size is another pool, and replacing or
+    closing one never cancels work queued in another. Batches of fewer than
+    `MIN_DOCUMENTS_FOR_WORKERS` documents, and every batch of a one-worker pool, are parsed
+    inline in the caller's process and start no worker.
+    """
 
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"a parser pool needs at least one worker, not {workers}")
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
 
-def shutdown_workers() -> None:
-    """Stop this process's parser workers (also at process exit, see `_stop_workers_at_exit`)."""
-    global _executor
-    with _lock:
-        if _executor is not None:
-            _executor.shutdown(wait=True, cancel_futures=True)
-        _executor = None
+    def __enter__(self) -> ParserPool:
+        return self
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
-def _discard_pool(pool: ProcessPoolExecutor) -> None:
-    """Drop a broken pool; the next batch starts a fresh one. Only this pool: a newer, healthy
-    one (started meanwhile for the next batch) stays."""
-    global _executor
-    with _lock:
-        if _executor is pool:
-            _executor = None
-    pool.shutdown(wait=False, cancel_futures=True)
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def submit(self, items: Sequence[ParseItem], config: KbConfig) -> ParseJob:
+        """Hand a batch to the workers and return at once; `ParseJob.results()` waits. Submitting
+        the next batch before embedding the current one keeps the workers parsing meanwhile."""
+        items = list(items)
+        if self._closed:
+            raise RuntimeError("this ParserPool is closed")
+        if self.workers == 1 or len(items) < MIN_DOCUMENTS_FOR_WORKERS:
+            return ParseJob(self, items, config)
+        for _ in range(2):  # a pool broken since its last use (a worker killed) is replaced once
+            executor = self._current_executor()
+            try:
+                futures = {key: executor.submit(parse_and_chunk, data, key, ctype, config)
+                           for key, data, ctype in items}
+            except BrokenProcessPool:
+                self._discard(executor)
+                continue
+            return ParseJob(self, items, config, futures, executor)
+        # No pool could take them: `results` parses each in a process of its own.
+        return ParseJob(self, items, config, futures={})
+
+    def close(self) -> None:
+        """Stop the workers and wait for them to exit; queued documents are cancelled (a job
+        whose results were not read by then raises). Idempotent."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            self._closed = True
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _current_executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this ParserPool is closed")
+            if self._executor is None:
+                self._executor = _spawn_executor(self.workers)
+            return self._executor
+
+    def _discard(self, executor: ProcessPoolExecutor) -> None:
+        """Drop a broken executor; the next batch starts a fresh one. Only that one: a newer,
+        healthy executor (started meanwhile for the next batch) stays. A broken executor has
+        already failed its queued work and is stopping its processes; this waits for them."""
+        with self._lock:
+            if self._executor is executor:
+                self._executor = None
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 class ParseJob:
-    """Documents handed to the workers; `results()` waits for them. Submitting the next batch
-    before embedding the current one keeps the workers parsing while the embedder runs."""
+    """One batch handed to a `ParserPool`; `results()` waits for it."""
 
-    def __init__(self, items: Sequence[tuple[str, bytes, str | None]], config: KbConfig, workers: int):
-        self._items = list(items)
+    def __init__(self, pool: ParserPool, items: list[ParseItem], config: KbConfig,
+                 futures: dict[str, Future] | None = None, executor: ProcessPoolExecutor | None = None):
+        self._pool = pool
+        self._items = items
         self._config = config
-        self._futures: dict[str, Future] | None = None
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1 and len(self._items) >= MIN_DOCUMENTS_FOR_WORKERS:
-            self._futures = {}
-            for _ in range(2):  # a pool broken since its last use (a worker killed) is replaced once
-                pool = _pool(workers)
-                try:
-                    self._futures = {key: pool.submit(parse_and_chunk, data, key, ctype, config)
-                                     for key, data, ctype in self._items}
-                    self._pool = pool
-                    break
-                except BrokenProcessPool:
-                    _discard_pool(pool)
-            # No pool could take them: `results` parses each in a process of its own.
+        self._futures = futures  # None: parse inline
+        self._executor = executor
 
     def results(self) -> dict[str, ParseResult]:
         config = self._config
@@ -142,24 +172,20 @@ class ParseJob:
             except (BrokenProcessPool, CancelledError):
                 casualties.append(key)
         if casualties:
-            # One document killed its worker; the pool took the others down with it (this batch's
-            # and the next one's, already queued). Retry each alone so only the culprit fails.
-            if self._pool is not None:
-                _discard_pool(self._pool)
+            if self._pool.closed:
+                raise RuntimeError("the ParserPool was closed before this batch's results were read")
+            # One document killed its worker; the executor took the others down with it (this
+            # batch's and the next one's, already queued). Retry each alone so only the culprit fails.
+            if self._executor is not None:
+                self._pool._discard(self._executor)
             by_key = {key: (data, ctype) for key, data, ctype in self._items}
             for key in casualties:
                 results[key] = _isolated(key, *by_key[key], config)
         return results
 
 
-def submit_parse(items: Sequence[tuple[str, bytes, str | None]], config: KbConfig,
-                 workers: int | None = None) -> ParseJob:
-    return ParseJob(items, config, workers or max(1, os.cpu_count() or 1))
-
-
 def _isolated(key: str, data: bytes, content_type: str | None, config: KbConfig) -> ParseResult:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init) as single:
+    with _spawn_executor(1) as single:
         try:
             return single.submit(parse_and_chunk, data, key, content_type, config).result()
         except BrokenProcessPool:
