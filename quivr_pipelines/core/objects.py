@@ -7,7 +7,6 @@ read-only for ingestion; only `put` (used by the CLI to add files) writes.
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from quivr_pipelines.core.content_types import content_type_for
 from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.keys import check_object_key, validate_kb_name
 
@@ -57,10 +57,6 @@ class ObjectStore(Protocol):
     def put(self, kb: str, key: str, data: bytes) -> ObjectInfo: ...
 
     def uri(self, kb: str, key: str) -> str: ...
-
-
-def guess_content_type(key: str) -> str | None:
-    return mimetypes.guess_type(key, strict=False)[0]
 
 
 def _too_large(info: ObjectInfo, max_bytes: int) -> IngestionError:
@@ -128,7 +124,7 @@ class LocalFolderStore:
             size=st.st_size,
             etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
             last_modified=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
-            content_type=guess_content_type(key),
+            content_type=content_type_for(key),
         )
 
     def head(self, kb: str, key: str) -> ObjectInfo | None:
@@ -209,7 +205,7 @@ class S3Store:
                     size=obj["Size"],
                     etag=obj["ETag"].strip('"'),
                     last_modified=obj["LastModified"],
-                    content_type=guess_content_type(key),
+                    content_type=content_type_for(key),
                 )
 
     def head(self, kb: str, key: str) -> ObjectInfo | None:
@@ -232,7 +228,7 @@ class S3Store:
             etag=resp["ETag"].strip('"'),
             last_modified=resp["LastModified"],
             version_id=resp.get("VersionId") if resp.get("VersionId") not in (None, "null") else None,
-            content_type=guess_content_type(key) or resp.get("ContentType"),
+            content_type=content_type_for(key) or resp.get("ContentType"),
         )
 
     def read(self, kb: str, key: str, max_bytes: int) -> ObjectContent:
@@ -256,7 +252,8 @@ class S3Store:
 
     def put(self, kb: str, key: str, data: bytes) -> ObjectInfo:
         check_object_key(key)
-        extra = {"ContentType": guess_content_type(key)} if guess_content_type(key) else {}
+        content_type = content_type_for(key)
+        extra = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=self._full(kb, key), Body=data, **extra)
         info = self.head(kb, key)
         assert info is not None

@@ -18,6 +18,7 @@ import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path, PurePosixPath  # noqa: E402
 
+from quivr_pipelines.core.content_types import content_type_for  # noqa: E402
 from quivr_pipelines.core.errors import ErrorType, IngestionError  # noqa: E402
 from quivr_pipelines.core.parsing import detect, offline_nlp  # noqa: E402
 from quivr_pipelines.core.parsing.text import decode_text  # noqa: E402
@@ -39,18 +40,6 @@ UNSUPPORTED_REASONS = {
     ".tiff": "images need OCR, which is disabled",
     ".gif": "images need OCR, which is disabled",
     ".heic": "images need OCR, which is disabled",
-}
-
-CONTENT_TYPES = {
-    ".pdf": "application/pdf", ".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
-    ".rst": "text/x-rst", ".org": "text/org", ".html": "text/html", ".htm": "text/html",
-    ".xml": "application/xml", ".json": "application/json", ".ndjson": "application/x-ndjson",
-    ".csv": "text/csv", ".tsv": "text/tab-separated-values", ".eml": "message/rfc822",
-    ".msg": "application/vnd.ms-outlook", ".rtf": "application/rtf", ".epub": "application/epub+zip",
-    ".odt": "application/vnd.oasis.opendocument.text", ".xls": "application/vnd.ms-excel",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 
 
@@ -92,7 +81,7 @@ def parse_document(data: bytes, key: str, content_type: str | None = None) -> Pa
         pages = [e.metadata.page_number for e in elements if e.metadata.page_number]
         page_count = max(pages) if pages else None
     return ParsedDocument(elements=elements, page_count=page_count,
-                          content_type=CONTENT_TYPES.get(ext, content_type))
+                          content_type=content_type_for(key) or content_type)
 
 
 def _no_text_reason(ext: str) -> str:
