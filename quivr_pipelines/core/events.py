@@ -1,17 +1,22 @@
-"""Structured JSON events (structlog) on the `quivr_pipelines` logger.
+"""Structured JSON events (structlog) on the `quivr_pipelines.events` logger.
 
 One line per event, e.g. {"event": "ingestion_failed", "filename": ..., "error_type": ...,
 "error_message": ..., "kb": ..., "timestamp": ...}: grep-able, and shipped as-is by any log stack.
+
+The event logger is a private structlog logger with its own processors: structlog's global
+configuration (`structlog.configure`) belongs to the host application (Dagster, the query
+service's host, a notebook) and is neither read nor changed here.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
 import structlog
 
-_configured = False
+LOGGER_NAME = "quivr_pipelines.events"
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -28,31 +33,25 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
-def _configure() -> None:
-    global _configured
-    if _configured:
-        return
+@functools.cache
+def event_logger() -> structlog.stdlib.BoundLogger:
+    """The events logger, built once: one handler on `quivr_pipelines.events`, not propagated
+    (the line is already the whole event; a root handler would print it a second time)."""
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("quivr_pipelines.events")
+    logger = logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    structlog.configure(
+    return structlog.stdlib.BoundLogger(
+        logger,
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
+        context={},
     )
-    _configured = True
-
-
-def event_logger():
-    _configure()
-    return structlog.get_logger("quivr_pipelines.events")
 
 
 def ingestion_failed(*, kb: str, object_key: str, error_type: str, error_message: str, status: str) -> None:
