@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from qdrant_edge import (
-    CountRequest, DatetimeIndexParams, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
+    CountRequest, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
     EdgeVectorParams, FieldCondition, Filter, Fusion, KeywordIndexParams, MatchAny, MatchPrefix,
     MatchValue, Modifier, PayloadSchemaType, Point, Prefetch, Query, QueryRequest, RangeDateTime,
     RangeFloat, ScrollRequest, UpdateOperation,
@@ -59,8 +59,9 @@ def _search_filter(flt: SearchFilter | None) -> Filter | None:
 
 
 class EmbeddedStore:
-    """`keep_open=False` (pipelines, CLI): hold the store only inside each call.
-    `keep_open=True` (query service): hold it between calls, hand it over when asked."""
+    """`keep_open=True` (Dagster runs, the query service, benchmarks): hold the store between
+    calls and hand it over when another process queues for it (see `StoreHandoff`).
+    `keep_open=False` (CLI commands): hold it only inside each call."""
 
     def __init__(self, root: Path, keep_open: bool = False):
         self.root = Path(root).resolve()
@@ -181,7 +182,8 @@ class EmbeddedStore:
         self.replace_documents(collection, [(kb, document_key, points)])
 
     def replace_documents(self, collection: str, items: list[tuple[str, str, list[PointRecord]]]) -> None:
-        """Several documents in one hold of the store (one open/flush/close for a whole batch)."""
+        """Several documents in one hold of the store and one flush (without `keep_open`, also one
+        open and close for the whole batch)."""
 
         def write():
             shard = self._shard(collection)
