@@ -12,9 +12,9 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from quivr_pipelines.core import events, sparse
@@ -68,7 +68,6 @@ class IngestionContext:
     # The owner's parser pool, used and left open; None: each call opens one (a worker per core)
     # for its own duration and closes it.
     parser: ParserPool | None = None
-    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -79,7 +78,6 @@ class _Prepared:
     chunks: list[Chunk]
     parse_seconds: float
     started: float
-    timings: dict = field(default_factory=dict)
 
 
 def collection_name(kb: str, fingerprint: str) -> str:
@@ -239,15 +237,12 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]
     kb, collection, outcomes, records = batch.kb, batch.collection, batch.outcomes, batch.records
     parsed = batch.job.results()
     prepared: dict[str, _Prepared] = {}
-    for done, (key, (info, sha, started)) in enumerate(batch.to_parse.items(), start=1):
+    for key, (info, sha, started) in batch.to_parse.items():
         result = parsed[key]
         if result.error is not None:
             outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
         else:
             prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, result.seconds, started)
-        if ctx.progress:
-            ctx.progress(done, len(batch.to_parse))
-
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
     repository.record_documents(ctx.db, records.values())

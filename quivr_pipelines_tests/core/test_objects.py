@@ -1,7 +1,5 @@
 """Both object stores behave the same: the local folder and S3 over a real HTTP server (moto)."""
 
-import os
-
 import boto3
 import pytest
 

@@ -34,7 +34,6 @@ class EmbeddingOutcome:
     tokens: dict[str, int] = field(default_factory=dict)  # document id -> tokens embedded or cached
     embedded_texts: int = 0
     cached_texts: int = 0
-    api_tokens: int = 0
     seconds: float = 0.0
 
 
@@ -91,7 +90,6 @@ def _embed_into(embedder, db, batch, texts_by_digest, known, kb, run_id, outcome
     repository.store_embeddings(db, embedder.fingerprint, pairs)
     known.update(pairs)
     outcome.embedded_texts += len(batch)
-    outcome.api_tokens += result.tokens
     repository.record_usage(
         db, kind="embedding", provider=embedder.provider, model=embedder.model, kb=kb,
         prompt_tokens=result.tokens, inputs=len(batch), dagster_run_id=run_id,

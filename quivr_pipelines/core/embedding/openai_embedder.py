@@ -19,13 +19,12 @@ class OpenAIEmbedder:
     provider = "openai"
 
     def __init__(self, model: str, dimensions: int | None = None, api_key: str | None = None,
-                 base_url: str | None = None, max_retries: int = 6, timeout: float = 60.0,
-                 known_dimensions: int | None = None):
+                 base_url: str | None = None, max_retries: int = 6, timeout: float = 60.0):
         from openai import OpenAI
 
         self.model = model
         self.requested_dimensions = dimensions
-        self._known_dimensions = dimensions or known_dimensions
+        self._known_dimensions = dimensions
         self.client = OpenAI(api_key=api_key or "not-needed", base_url=base_url,
                              max_retries=max_retries, timeout=timeout)
 
