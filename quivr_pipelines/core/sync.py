@@ -4,6 +4,9 @@ Cheap by design: no object is read. A changed etag (or version, or size) only no
 document; the pipeline then compares sha256 before parsing anything, so an etag that is not a
 content hash (multipart uploads, a local file's mtime) never causes a re-embedding.
 
+A change of embedding model is not a sync concern: re-embedding a KB builds a new collection
+generation (its own job), so the sync compares only the objects themselves.
+
 Listing is done in passes over the key space, in key order, resumable: `plan_kb(after=...,
 max_objects=...)` covers the keys after `after`, up to a budget, and says where to resume
 (`next_after`), or that the pass is complete. The catalog is read for exactly the same key range,
@@ -13,11 +16,13 @@ covered in bounded steps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.catalog.repository import KbConfig
 from quivr_pipelines.core.objects import ObjectStore
 from quivr_pipelines.core.pipeline import TRANSIENT_ERRORS
 
@@ -42,7 +47,7 @@ class SyncPlan:
         return self.new + self.changed + self.retry
 
 
-def plan_kb(store: ObjectStore, db: Database, kb: str, fingerprint: str | None = None,
+def plan_kb(store: ObjectStore, db: Database, kb: str,
             request_timeout: timedelta | None = None, after: str | None = None,
             max_objects: int | None = None) -> SyncPlan:
     """With `request_timeout`, documents already requested (same etag) less than that long ago
@@ -73,11 +78,102 @@ def plan_kb(store: ObjectStore, db: Database, kb: str, fingerprint: str | None =
             plan.new.append(info.key)
         elif row["etag"] != info.etag or (row["size_bytes"] is not None and row["size_bytes"] != info.size):
             plan.changed.append(info.key)
-        elif row["status"] == "ingested" and fingerprint and row["embedding_model"] != fingerprint:
-            plan.changed.append(info.key)
         elif row["status"] == "failed" and row["error_type"] in TRANSIENT_ERRORS:
             plan.retry.append(info.key)
         else:
             plan.unchanged += 1
     plan.missing = sorted(k for k, row in known.items() if k not in seen and row["status"] != "deleted")
     return plan
+
+
+COUNTERS = ("new", "changed", "retry", "unchanged", "in_flight", "missing", "listed")
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """How a sync pass batches its work (QUIVR_DOCUMENTS_PER_RUN, QUIVR_SYNC_*)."""
+
+    documents_per_run: int = 100
+    max_run_bytes: int = 256 * 1024 * 1024
+    request_timeout: timedelta = timedelta(minutes=60)
+    delete_after_misses: int = 2
+
+
+@dataclass
+class RunBatch:
+    """The documents of one run: one KB, at most `documents_per_run` documents and about
+    `max_run_bytes` of source."""
+
+    kb: str
+    documents: list[str]
+    size_bytes: int
+
+
+@dataclass
+class SyncPass:
+    """What one sync step found and asks for: runs to start, KBs seen, documents confirmed gone."""
+
+    batches: list[RunBatch] = field(default_factory=list)
+    kbs: list[str] = field(default_factory=list)
+    confirmed_missing: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    cursor: dict = field(default_factory=dict)
+
+
+def plan_sync(store: ObjectStore, db: Database, policy: SyncPolicy, defaults: KbConfig,
+              kbs: Sequence[str] | None = None, force: bool = False, cursor: dict | None = None,
+              max_objects: int | None = None) -> SyncPass:
+    """Plan every KB of the store (or `kbs`): batched runs of new, changed and retryable
+    documents, and the number of documents confirmed gone. `force` plans every listed document.
+    With `cursor` and `max_objects`, list at most that many objects, resuming after the cursor's
+    keys (the cursor is returned updated). Marks the planned documents as requested."""
+    result = SyncPass(cursor={"after": {}, "passes": {}, **(cursor or {})})
+    cursor = result.cursor
+    budget = max_objects
+    for kb in kbs or store.list_kbs():
+        if budget is not None and budget <= 0:
+            break
+        repository.ensure_kb(db, kb, defaults)
+        result.kbs.append(kb)
+        plan = plan_kb(store, db, kb, request_timeout=None if force else policy.request_timeout,
+                       after=cursor["after"].get(kb), max_objects=budget)
+        if force:
+            planned = set(plan.to_ingest)
+            plan.changed += [k for k in plan.etags if k not in planned]
+            plan.unchanged = plan.in_flight = 0
+        if budget is not None:
+            budget -= plan.listed
+        if plan.next_after is None:
+            cursor["after"].pop(kb, None)
+            cursor["passes"][kb] = cursor["passes"].get(kb, 0) + 1
+        else:
+            cursor["after"][kb] = plan.next_after
+        for name in ("new", "changed", "retry", "missing"):
+            result.counts[name] += len(getattr(plan, name))
+        for name in ("unchanged", "in_flight", "listed"):
+            result.counts[name] += getattr(plan, name)
+        result.batches += batch_documents(kb, plan.to_ingest, plan.listed_bytes, policy)
+        repository.mark_requested(db, kb, {k: plan.etags[k] for k in plan.to_ingest})
+        passes = repository.count_missing(db, kb, plan.missing, plan.seen_again)
+        result.confirmed_missing += sum(1 for n in passes.values() if n >= policy.delete_after_misses)
+    result.counts["confirmed_missing"] = result.confirmed_missing
+    result.counts["runs"] = len(result.batches)
+    return result
+
+
+def batch_documents(kb: str, keys: Sequence[str], sizes: dict[str, int], policy: SyncPolicy) -> list[RunBatch]:
+    """Consecutive documents (in listing order) grouped by count and bytes."""
+    batches: list[RunBatch] = []
+    current: list[str] = []
+    current_bytes = 0
+    for key in dict.fromkeys(keys):
+        size = sizes.get(key, 0)
+        if current and (len(current) >= policy.documents_per_run
+                        or current_bytes + size > policy.max_run_bytes):
+            batches.append(RunBatch(kb, current, current_bytes))
+            current, current_bytes = [], 0
+        current.append(key)
+        current_bytes += size
+    if current:
+        batches.append(RunBatch(kb, current, current_bytes))
+    return batches

@@ -7,6 +7,7 @@ socket under the data directory and shared by every process that uses the same d
 
 from __future__ import annotations
 
+import functools
 import re
 from contextlib import contextmanager
 from importlib import resources
@@ -64,7 +65,7 @@ def migration_files() -> list[tuple[int, str, str]]:
 class Database:
     """A small connection pool with every connection pinned to the catalog schema."""
 
-    def __init__(self, dsn: str, schema: str = "quivr", pool_size: int = 5):
+    def __init__(self, dsn: str, schema: str = "quivr", pool_size: int = 5, migrate: bool = True):
         if not SCHEMA_PATTERN.match(schema):
             raise ValueError(f"invalid schema name {schema!r}")
         self.schema = schema
@@ -78,7 +79,8 @@ class Database:
             open=True,
             name="quivr-catalog",
         )
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(f'SET search_path TO "{self.schema}", public')
@@ -92,27 +94,7 @@ class Database:
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, once, even with several processes starting at once."""
-        applied_now = []
-        with psycopg.connect(self.dsn, autocommit=False) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('quivr_pipelines_migrations'))")
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            conn.execute(f'SET LOCAL search_path TO "{self.schema}", public')
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in migration_files():
-                if version in done:
-                    continue
-                conn.execute(sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
-                )
-                applied_now.append(version)
-            conn.commit()
-        return applied_now
+        return apply_migrations(self.dsn, self.schema)
 
     def schema_version(self) -> int:
         with self.transaction() as conn:
@@ -121,6 +103,38 @@ class Database:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def apply_migrations(dsn: str, schema: str) -> list[int]:
+    """Apply pending migrations in order, once, even with several processes starting at once."""
+    applied_now = []
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('quivr_pipelines_migrations'))")
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+            applied_now.append(version)
+        conn.commit()
+    return applied_now
+
+
+@functools.cache
+def migrate_once(dsn: str, schema: str) -> None:
+    """`apply_migrations` at most once per process for a (DSN, schema): a sensor evaluated every
+    30 seconds in a long-lived code server must not take the migration lock on every tick."""
+    apply_migrations(dsn, schema)
 
 
 def open_database(settings) -> Database:
