@@ -1,83 +1,84 @@
-"""Dagster resources: thin wrappers that build the plain-Python clients at run time.
+"""The Dagster resources, one per resource key, bound here from `Settings` and nowhere else.
 
-Each resource reads `Settings` (pydantic-settings: environment variables and `.env`) when a run
-starts, never at import, so secrets stay in the environment and the code location loads with no
-configuration at all. The embedded twin is what a resource builds when its production variable
-(QUIVR_OBJECT_STORE=s3, QUIVR_QDRANT_URL, QUIVR_EMBEDDER=openai, QUIVR_DATABASE_URL) is unset.
+Each key has an abstract resource type that assets and sensors declare (its `get()` returns the
+core Protocol: `ObjectStore`, `VectorStore`, `Embedder`, `Database`) and one subclass per
+implementation, with explicit fields, so the UI's resource page shows what a run uses. The
+embedded twin is bound unless its production variable is set (QUIVR_OBJECT_STORE=s3,
+QUIVR_QDRANT_URL, QUIVR_EMBEDDER=openai, QUIVR_DATABASE_URL). Secrets are bound as `dg.EnvVar`:
+the UI shows the variable's name, never its value, and the value is read when a run starts.
+Tests hand twins as instances: `dg.materialize(..., resources={"object_store": LocalFolderResource(root=...)})`.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import dagster as dg
-from pydantic import PrivateAttr
 
-from quivr_pipelines.core.factory import (
-    build_embedder, build_object_store, build_vector_store, open_database,
+from quivr_pipelines.resources.database import DatabaseResource
+from quivr_pipelines.resources.embedder import EmbedderResource, LocalEmbedderResource, OpenAIEmbedderResource
+from quivr_pipelines.resources.object_store import LocalFolderResource, ObjectStoreResource, S3Resource
+from quivr_pipelines.resources.parser import ParserResource
+from quivr_pipelines.resources.sync import SyncResource
+from quivr_pipelines.resources.vector_store import (
+    EmbeddedVectorStoreResource, QdrantServerResource, VectorStoreResource,
 )
-from quivr_pipelines.settings import Settings, get_settings
+from quivr_pipelines.settings import Settings
+
+__all__ = [
+    "DatabaseResource", "EmbedderResource", "LocalEmbedderResource", "OpenAIEmbedderResource",
+    "ObjectStoreResource", "LocalFolderResource", "S3Resource", "ParserResource", "SyncResource",
+    "VectorStoreResource", "EmbeddedVectorStoreResource", "QdrantServerResource",
+    "resources_from_settings",
+]
 
 
-class _ClientResource(dg.ConfigurableResource):
-    """Builds its client from `Settings` on first use in a run and closes it at the end."""
-
-    _settings: Settings | None = PrivateAttr(default=None)
-    _client: object = PrivateAttr(default=None)
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = get_settings()
-        return self._settings
-
-    def _build(self, settings: Settings):
-        raise NotImplementedError
-
-    def get(self):
-        if self._client is None:
-            self._client = self._build(self.settings)
-        return self._client
-
-    def teardown_after_execution(self, context) -> None:
-        close = getattr(self._client, "close", None)
-        if close is not None:
-            close()
-        self._client = None
+def _secret(present: Any, *names: str) -> dg.EnvVar | None:
+    """The first of `names` set in the environment, as an EnvVar; None when there is no secret.
+    (A value only in `.env` is bound by its first name: `dagster dev` and the CLI load `.env`.)"""
+    if present is None:
+        return None
+    return dg.EnvVar(next((name for name in names if name in os.environ), names[0]))
 
 
-class ObjectStoreResource(_ClientResource):
-    """A local folder (QUIVR_LOCAL_ROOT) or S3 (QUIVR_OBJECT_STORE=s3, QUIVR_S3_*)."""
-
-    def _build(self, settings):
-        return build_object_store(settings)
-
-
-class VectorStoreResource(_ClientResource):
-    """The embedded engine under QUIVR_DATA_DIR, or a Qdrant server (QUIVR_QDRANT_URL)."""
-
-    def _build(self, settings):
-        # Embedded engine: a run keeps the store open from batch to batch (opening and closing a
-        # shard costs ~0.2 s) and hands it over as soon as another process queues for it.
-        return build_vector_store(settings, keep_open=True)
-
-
-class EmbedderResource(_ClientResource):
-    """The offline local model, or OpenAI-compatible embeddings (QUIVR_EMBEDDER=openai)."""
-
-    def _build(self, settings):
-        return build_embedder(settings)
-
-
-class DatabaseResource(_ClientResource):
-    """The catalog: embedded PostgreSQL, or QUIVR_DATABASE_URL."""
-
-    def _build(self, settings):
-        return open_database(settings)
-
-
-def default_resources() -> dict:
-    return {
-        "object_store": ObjectStoreResource(),
-        "vector_store": VectorStoreResource(),
-        "embedder": EmbedderResource(),
-        "database": DatabaseResource(),
-    }
+def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    if settings.object_store == "s3":
+        if not settings.s3_bucket:
+            raise ValueError("QUIVR_OBJECT_STORE=s3 needs QUIVR_S3_BUCKET")
+        object_store: ObjectStoreResource = S3Resource(
+            bucket=settings.s3_bucket, prefix=settings.s3_prefix, region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url)
+    else:
+        object_store = LocalFolderResource(root=str(settings.inbox_dir))
+    if settings.qdrant_url:
+        vector_store: VectorStoreResource = QdrantServerResource(
+            url=settings.qdrant_url, api_key=_secret(settings.qdrant_api_key, "QUIVR_QDRANT_API_KEY"),
+            prefer_grpc=settings.qdrant_prefer_grpc, timeout_seconds=settings.qdrant_timeout_seconds)
+    else:
+        vector_store = EmbeddedVectorStoreResource(path=str(settings.qdrant_dir))
+    if settings.embedder == "openai":
+        embedder: EmbedderResource = OpenAIEmbedderResource(
+            model=settings.openai_embedding_model, dimensions=settings.openai_embedding_dimensions,
+            base_url=settings.openai_base_url, max_retries=settings.openai_max_retries,
+            api_key=_secret(settings.openai_api_key, "QUIVR_OPENAI_API_KEY", "OPENAI_API_KEY"),
+            batch_size=settings.embedding_batch_size)
+    else:
+        embedder = LocalEmbedderResource(batch_size=settings.embedding_batch_size)
+    database = DatabaseResource(
+        url=_secret(settings.database_url, "QUIVR_DATABASE_URL"),
+        embedded_dir=None if settings.database_url else str(settings.postgres_dir),
+        schema_name=settings.database_schema, pool_size=settings.database_pool_size)
+    parser = ParserResource(
+        workers=settings.parse_workers, max_upload_size_mb=settings.max_upload_size_mb,
+        chunk_max_characters=settings.chunk_max_characters,
+        chunk_new_after_characters=settings.chunk_new_after_characters,
+        chunk_combine_under_characters=settings.chunk_combine_under_characters,
+        chunk_overlap_characters=settings.chunk_overlap_characters)
+    sync = SyncResource(
+        documents_per_run=settings.documents_per_run, objects_per_tick=settings.sync_objects_per_tick,
+        max_run_megabytes=settings.sync_max_run_megabytes,
+        request_timeout_minutes=settings.sync_request_timeout_minutes,
+        delete_after_misses=settings.sync_delete_after_misses, delete_dry_run=settings.sync_delete_dry_run)
+    return {"object_store": object_store, "vector_store": vector_store, "embedder": embedder,
+            "database": database, "parser": parser, "sync": sync}
