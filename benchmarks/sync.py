@@ -4,8 +4,7 @@
     python benchmarks/sync.py e2e   [--documents 10000]
 
 tick: a local folder with N small objects and a catalog that already knows them (ingested rows
-written directly), then sensor ticks over it: the first pass (all new: partitions registered,
-runs requested) and a steady-state pass (nothing changed). Prints seconds per tick and per pass.
+written directly), then sensor ticks over it: the first pass (all new: runs requested) and a steady-state pass (nothing changed). Prints seconds per tick and per pass.
 
 e2e: N new small text documents through the real sensor and the runs it requests (executed one
 after another in this process, as a single run worker would; a run launched as its own process
@@ -41,9 +40,9 @@ def _evaluate(instance, definitions, cursor):
 
     from quivr_pipelines.defs.ingestion.sensors import object_store_sensor
 
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions)
     started = time.perf_counter()
-    result = object_store_sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=definitions.resources) as context:
+        result = object_store_sensor(context)
     return result, context.cursor, time.perf_counter() - started
 
 
@@ -71,7 +70,7 @@ def bench_tick(objects: int) -> dict:
     while True:  # first pass: every object is new
         result, cursor, seconds = _evaluate(instance, definitions, cursor)
         for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions("documents", list(request.partition_keys))
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         first_pass.append(seconds)
         runs += len(result.run_requests or [])
         if _passes(cursor) >= 1:
@@ -104,6 +103,7 @@ def bench_e2e(documents: int) -> dict:
     from quivr_pipelines.core.catalog import repository
     from quivr_pipelines.core.factory import build_embedder, build_vector_store, open_database
     from quivr_pipelines.definitions import defs
+    from quivr_pipelines.runner import execute_requests
     from quivr_pipelines.settings import get_settings
 
     settings = get_settings()
@@ -137,16 +137,11 @@ def bench_e2e(documents: int) -> dict:
         while True:
             started = time.perf_counter()
             result, cursor, _ = _evaluate(instance, definitions, cursor)
-            for request in result.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions("documents", list(request.partition_keys))
-            run_ids = []
-            for request in result.run_requests or []:
-                job = definitions.resolve_job_def(request.job_name)
-                run_ids.append(job.execute_in_process(instance=instance, tags=request.tags).run_id)
-                runs += 1
+            summary = execute_requests(instance, definitions, result)
+            runs += summary.runs
             seconds += time.perf_counter() - started
             if measure_baseline:
-                for run_id in run_ids:
+                for run_id in summary.run_ids:
                     embed_alone(run_id)
             if _passes(cursor) >= 1 and not result.run_requests:
                 return runs, seconds

@@ -272,7 +272,7 @@ def demo(
 ):
     """Seed sample documents into the 'demo' KB, ingest them through Dagster, and search."""
     from quivr_pipelines.core.factory import build_object_store
-    from quivr_pipelines.runner import ingest_now
+    from quivr_pipelines.runner import dagster_ui_command, ingest_now
 
     settings = _settings()
     store = build_object_store(settings)
@@ -287,9 +287,11 @@ def demo(
     search("demo", "how are deleted documents handled?", top_k=3, mode="hybrid")
     typer.echo("\nstatus:")
     status(kb="demo", as_json=False)
-    home = os.environ.get("DAGSTER_HOME", "the current folder (dagster.yaml)")
-    typer.echo(f"\nDagster runs were recorded in {home}. See them with: dagster dev  (http://127.0.0.1:3000)")
+    where, command = dagster_ui_command(settings)
+    typer.echo(f"\nDagster runs were recorded in {where}. See them with: {command}  (http://127.0.0.1:3000)")
     if serve_ui:
+        if "DAGSTER_HOME=" in command:
+            os.environ["DAGSTER_HOME"] = where
         os.execvp("dagster", ["dagster", "dev", "-m", "quivr_pipelines.definitions"])
 
 

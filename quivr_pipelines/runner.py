@@ -1,12 +1,15 @@
-"""Run ingestion now, from the command line, as real Dagster runs in the project's instance.
+"""Execute planned runs now, in this process, as real Dagster runs in the project's instance.
 
-The same planning as `object_store_sensor` (register partitions, batch into ranges), executed
-in this process one run after another, so the runs, materializations and per-document checks
-show up in `dagster dev` exactly as sensor-launched ones do.
+The one place that carries out what the sensor asks for without a daemon: the CLI (`ingest`,
+`demo`), the tests and the benchmarks all call `execute_requests`, so the runs,
+materializations and checks they record show up in `dagster dev` exactly as sensor-launched
+ones do.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -14,13 +17,26 @@ from tqdm import tqdm
 
 from quivr_pipelines.settings import Settings
 
+# What a run prints on the console: Dagster's DEBUG event lines are noise for a CLI user (they
+# are all in the instance's event log, shown by `dagster dev`).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class ExecutionSummary:
+    runs: int = 0
+    runs_failed: int = 0
+    documents: int = 0
+    run_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"runs": self.runs, "runs_failed": self.runs_failed, "documents": self.documents,
+                "run_ids": self.run_ids}
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     """$DAGSTER_HOME if set; else ./dagster.yaml (as `dagster dev` reads it); else a SQLite
-    instance under $QUIVR_DATA_DIR/dagster."""
-    import os
-
+    instance under $QUIVR_DATA_DIR/dagster (its runs' logs included)."""
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     if (Path.cwd() / "dagster.yaml").exists():
@@ -30,38 +46,71 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = False,
-               progress: bool = False, instance: dg.DagsterInstance | None = None) -> dict:
-    from quivr_pipelines.definitions import defs
-    from quivr_pipelines.defs.ingestion.assets import FORCE_TAG
-    from quivr_pipelines.defs.ingestion.planning import INGEST_JOB_NAME
-    from quivr_pipelines.defs.ingestion.sensors import plan_sync_runs
+def dagster_ui_command(settings: Settings) -> tuple[str, str]:
+    """Where `dagster_instance` records runs, and the command that shows them in the UI."""
+    if os.environ.get("DAGSTER_HOME"):
+        return os.environ["DAGSTER_HOME"], "dagster dev"
+    if (Path.cwd() / "dagster.yaml").exists():
+        return f"{Path.cwd()} (dagster.yaml)", "dagster dev"
+    home = (settings.data_dir / "dagster").resolve()
+    return str(home), f"DAGSTER_HOME={home} dagster dev -m quivr_pipelines.definitions"
 
-    instance = instance or dagster_instance(settings)
-    result, counts, _ = plan_sync_runs(instance, settings, run_key_prefix="cli", kbs=kbs, force=force)
+
+def execute_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, result: dg.SensorResult,
+                     progress: bool = False, quiet: bool = True,
+                     on_run=None) -> ExecutionSummary:
+    """Add the partitions `result` asks for, then execute its run requests one after another.
+    `on_run(request, run_result)` is called after each run (benchmarks measure there)."""
+    from quivr_pipelines.defs.ingestion.jobs import DOCUMENTS_TAG
+
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    definitions = defs()
-    job = definitions.resolve_job_def(INGEST_JOB_NAME)
-    requests = [r for r in result.run_requests or [] if r.job_name == INGEST_JOB_NAME]
-    prune = [r for r in result.run_requests or [] if r.job_name != INGEST_JOB_NAME]
-    total = sum(int(r.tags["quivr/documents"]) for r in requests)
-    summary = {"planned": counts, "runs": 0, "runs_failed": 0, "documents": total, "run_ids": []}
-    with tqdm(total=total, desc="ingesting", unit="doc", disable=not progress or total == 0) as bar:
+    requests = list(result.run_requests or [])
+    summary = ExecutionSummary(documents=sum(int(r.tags.get(DOCUMENTS_TAG, 0)) for r in requests))
+    with tqdm(total=summary.documents, desc="ingesting", unit="doc",
+              disable=not progress or summary.documents == 0) as bar:
         for request in requests:
-            tags = dict(request.tags)
-            if force:
-                tags[FORCE_TAG] = "true"
-            outcome = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
-            summary["runs"] += 1
-            summary["run_ids"].append(outcome.run_id)
-            if not outcome.success:
-                summary["runs_failed"] += 1
-            bar.update(int(request.tags["quivr/documents"]))
-    for request in prune:  # documents confirmed gone from the store
-        outcome = definitions.resolve_job_def(request.job_name).execute_in_process(
-            instance=instance, tags=dict(request.tags), raise_on_error=False)
-        summary["runs"] += 1
-        summary["run_ids"].append(outcome.run_id)
-        summary["runs_failed"] += 0 if outcome.success else 1
+            job = definitions.resolve_job_def(request.job_name)
+            run_config = dict(request.run_config or {})
+            if quiet:  # the request's own logger settings, if any, win
+                run_config["loggers"] = {**QUIET["loggers"], **(run_config.get("loggers") or {})}
+            outcome = job.execute_in_process(
+                instance=instance, run_config=run_config, partition_key=request.partition_key,
+                tags=dict(request.tags), raise_on_error=False)
+            summary.runs += 1
+            summary.run_ids.append(outcome.run_id)
+            summary.runs_failed += 0 if outcome.success else 1
+            bar.update(int(request.tags.get(DOCUMENTS_TAG, 0)))
+            if on_run is not None:
+                on_run(request, outcome)
     return summary
+
+
+def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = False,
+               progress: bool = False, instance: dg.DagsterInstance | None = None) -> dict:
+    """Plan every KB (or `kbs`) in full, as one sensor pass would, and run the plan now."""
+    from dotenv import load_dotenv
+
+    from quivr_pipelines.core.factory import build_object_store, open_database
+    from quivr_pipelines.core.sync import plan_sync
+    from quivr_pipelines.definitions import defs
+    from quivr_pipelines.defs.ingestion.sensors import sync_requests
+    from quivr_pipelines.defs.maintenance.prune import PruneConfig
+    from quivr_pipelines.resources import resources_from_settings
+
+    # Secrets are bound as EnvVars, read from the environment when a run starts: a `.env` file
+    # (which Settings reads) must be in the environment of these in-process runs too.
+    load_dotenv(Path.cwd() / ".env", override=False)
+    instance = instance or dagster_instance(settings)
+    bound = resources_from_settings(settings)
+    db = open_database(settings)
+    try:
+        plan = plan_sync(build_object_store(settings), db, bound["sync"].policy(),
+                         bound["parser"].kb_defaults(), kbs=kbs, force=force)
+    finally:
+        db.close()
+    result = sync_requests(plan, instance, run_key_prefix="cli", force=force,
+                           prune=PruneConfig(dry_run=bound["sync"].delete_dry_run))
+    summary = execute_requests(instance, defs(), result, progress=progress)
+    return {"planned": plan.counts, **summary.as_dict()}
+

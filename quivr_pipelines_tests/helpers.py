@@ -20,7 +20,7 @@ def ingest_documents_job():
     """The ingestion job, reconstructable (`dg.reconstructable(ingest_documents_job)`) for
     re-executions in a fresh process, as the run-retry daemon launches them."""
     from quivr_pipelines.definitions import defs
-    from quivr_pipelines.defs.ingestion.planning import INGEST_JOB_NAME
+    from quivr_pipelines.defs.ingestion.jobs import INGEST_JOB_NAME
 
     return defs().resolve_job_def(INGEST_JOB_NAME)
 

@@ -18,6 +18,8 @@ def test_demo_seeds_ingests_and_answers_a_search(settings_env):
     assert "getting-started.md" in result.output.split("search")[1]  # the deletion paragraph ranks
     assert "demo" in result.output.split("status:")[1]
     assert (settings_env.data_dir / "dagster").exists()  # runs recorded in a real instance
+    home = (settings_env.data_dir / "dagster").resolve()  # ... and the command that shows them
+    assert f"See them with: DAGSTER_HOME={home} dagster dev -m quivr_pipelines.definitions" in result.output
 
 
 def test_add_status_search_and_kb_settings(settings_env, tmp_path):

@@ -10,7 +10,8 @@ def test_code_location_resolves_everything():
     graph = definitions.resolve_asset_graph()
     assert dg.AssetKey("indexed_documents") in graph.get_all_asset_keys()
     checks = graph.asset_check_keys
-    assert dg.AssetCheckKey(dg.AssetKey("indexed_documents"), "check_document_ingested") in checks
+    for name in ("check_kb_documents_ingested", "check_documents_ingested"):
+        assert dg.AssetCheckKey(dg.AssetKey("indexed_documents"), name) in checks
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert "ingest_documents_job" in jobs
     for job in definitions.resolve_all_job_defs():
@@ -22,7 +23,10 @@ def test_code_location_resolves_everything():
     assert {s.name for s in definitions.sensors} >= {"object_store_sensor"}
     assert {s.name for s in definitions.schedules} >= {"vector_index_schedule"}
     assert {"ingest_documents_job", "vector_index_job"} <= jobs
-    assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database"}
+    assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database", "parser", "sync"}
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {"indexed_documents": "ingestion", "vector_indexes": "maintenance",
+                      "kb_reconciliation": "maintenance", "pruned_documents": "maintenance"}
 
 
 def test_workspace_file_points_at_the_code_location():

@@ -40,9 +40,24 @@ def test_production_instance_stores_runs_and_partitions_in_postgres(dagster_data
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         result = dg.materialize([probe], instance=instance)
         assert result.success
-        instance.add_dynamic_partitions("documents", ["kb/a.txt"])
+        instance.add_dynamic_partitions("knowledge_bases", ["kb1"])
     with dg.DagsterInstance.from_config(str(tmp_path)) as reopened:
         assert reopened.get_run_by_id(result.run_id).is_success
-        assert reopened.get_dynamic_partitions("documents") == ["kb/a.txt"]
+        assert reopened.get_dynamic_partitions("knowledge_bases") == ["kb1"]
     with psycopg.connect(**dagster_database) as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+
+def test_the_default_instance_keeps_everything_under_the_data_dir(settings_env, tmp_path):
+    """Runs from the project folder (./dagster.yaml, as `dagster dev` reads it) write their
+    runs, artifacts and step logs under .quivr, nothing in the working directory itself."""
+    from quivr_pipelines_tests.helpers import ingest
+    from quivr_pipelines.runner import dagster_instance
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    (settings_env.inbox_dir / "kb1").mkdir(parents=True)
+    (settings_env.inbox_dir / "kb1" / "a.txt").write_text("A short document about logs.\n")
+    summary, _ = ingest(instance=dagster_instance(settings_env))
+    assert summary["runs"] == 1 and summary["runs_failed"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".quivr", "dagster.yaml", "data"]
+    assert (tmp_path / ".quivr" / "dagster" / "runs.db").exists()

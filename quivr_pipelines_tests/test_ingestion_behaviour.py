@@ -7,10 +7,8 @@ import shutil
 import boto3
 import dagster as dg
 import pytest
-from dagster._core.event_api import PartitionKeyFilter
 
-from quivr_pipelines.core.keys import partition_key
-from quivr_pipelines.defs.ingestion.assets import ASSET_KEY, CHECK_NAME
+from quivr_pipelines.defs.ingestion.documents import ALL_CHECK, ASSET_KEY, KB_CHECK
 from quivr_pipelines_tests.conftest import DOCS
 from quivr_pipelines_tests.helpers import all_points, catalog_rows, ingest, normalise
 
@@ -127,13 +125,24 @@ def test_bad_inputs_are_recorded_and_the_rest_of_the_run_lands(settings_env, mon
     assert set(by_file) >= set(expected)
     assert all(event["error_message"] for event in logged)
 
-    # Failed asset checks, per document partition, with the reason.
-    failed_key = partition_key("kb1", "truncated.docx")
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(ASSET_KEY, CHECK_NAME)], partition_filter=PartitionKeyFilter(key=failed_key))
-    evaluation = latest[dg.AssetCheckKey(ASSET_KEY, CHECK_NAME)].event.dagster_event.event_specific_data
-    assert evaluation.passed is False and evaluation.partition == failed_key
-    assert "damaged or truncated" in evaluation.description
+    # Failed asset checks, for the KB partition and for the whole asset, with every reason.
+    [run] = instance.get_runs(dg.RunsFilter(job_name="ingest_documents_job"))
+    evaluations = {e.check_name: e for e in _check_evaluations(instance, run.run_id)}
+    kb_check, all_check = evaluations[KB_CHECK], evaluations[ALL_CHECK]
+    assert kb_check.partition == "kb1" and all_check.partition is None
+    for evaluation in (kb_check, all_check):
+        assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    problems = kb_check.metadata["problems"].value
+    for key, (status, error_type, reason) in expected.items():
+        shown = key.replace("\x1b", "\\x1b")  # control characters are shown escaped
+        assert f"| {status} | {shown} | {error_type} |" in problems
+    assert "damaged or truncated" in problems
+    assert kb_check.metadata["failed"].value == sum(s == "failed" for s, _, _ in expected.values())
+
+
+def _check_evaluations(instance, run_id):
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    return [record.event_log_entry.dagster_event.event_specific_data for record in records]
 
 
 def test_hostile_object_keys_from_s3_never_escape_or_sink_the_run(settings_env, monkeypatch, s3_server, s3_bucket):
@@ -180,14 +189,15 @@ def test_several_kbs_side_by_side_each_behind_its_alias(settings_env, kb_count):
 def test_vector_index_asset_builds_indexes_and_keeps_every_point(settings_env):
     import dagster as dg
 
-    from quivr_pipelines.defs.ingestion.maintenance import vector_indexes
-    from quivr_pipelines.resources import VectorStoreResource
+    from quivr_pipelines.defs.maintenance.vector_indexes import vector_indexes
+    from quivr_pipelines.resources import EmbeddedVectorStoreResource
 
     seed(settings_env, docs=["norwich-city.txt"])
     ingest()
     before = snapshot("kb1")
-    result = dg.materialize([vector_indexes], resources={"vector_store": VectorStoreResource()},
-                            selection=[vector_indexes])
+    # The twin handed as a resource instance, as a test of any asset can.
+    store = EmbeddedVectorStoreResource(path=str(settings_env.qdrant_dir))
+    result = dg.materialize([vector_indexes], resources={"vector_store": store}, selection=[vector_indexes])
     assert result.success
     metadata = result.asset_materializations_for_node("vector_indexes")[0].metadata
     assert metadata["points"].value == len(before["norwich-city.txt"])

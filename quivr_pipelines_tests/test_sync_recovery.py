@@ -12,8 +12,8 @@ from quivr_pipelines.core.factory import build_vector_store, open_database
 from quivr_pipelines.core import sparse
 from quivr_pipelines.core.keys import point_id
 from quivr_pipelines.core.vectorstore.base import PointRecord
-from quivr_pipelines.defs.ingestion.reconciliation import kb_reconciliation
-from quivr_pipelines.resources import default_resources
+from quivr_pipelines.defs.maintenance.reconciliation import kb_reconciliation
+from quivr_pipelines.resources import resources_from_settings
 from quivr_pipelines.settings import get_settings
 from quivr_pipelines_tests.conftest import DOCS
 from quivr_pipelines.runner import dagster_instance
@@ -99,8 +99,8 @@ def test_a_run_killed_midway_converges_after_dagsters_run_retry(settings_env):
     )
     assert retry.success
     assert retry.dagster_run.parent_run_id == killed.run_id
-    assert retry.dagster_run.tags["dagster/asset_partition_range_start"] == killed.tags[
-        "dagster/asset_partition_range_start"]
+    assert retry.dagster_run.tags["dagster/partition"] == killed.tags["dagster/partition"] == "kb1"
+    assert retry.dagster_run.run_config == killed.run_config  # the same documents
     assert ingested_count("kb1") == 48
     assert_same_points_as_a_clean_run(settings_env, "kb1", 48)
 
@@ -121,7 +121,7 @@ def test_reconciliation_deletes_orphans_and_requeues_documents_with_lost_points(
     finally:
         store.close()
 
-    result = dg.materialize([kb_reconciliation], instance=instance, resources=default_resources())
+    result = dg.materialize([kb_reconciliation], instance=instance, resources=resources_from_settings(get_settings()))
     metadata = result.asset_materializations_for_node("kb_reconciliation")[0].metadata
     assert metadata["repaired"].value == 2
     report = metadata["report"].value["kb1"]

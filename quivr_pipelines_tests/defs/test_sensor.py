@@ -6,12 +6,11 @@ import shutil
 import boto3
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from quivr_pipelines.core.keys import partition_key
 from quivr_pipelines.definitions import defs
-from quivr_pipelines.defs.ingestion.partitions import documents_partitions
+from quivr_pipelines.defs.ingestion.partitions import kb_partitions
 from quivr_pipelines.defs.ingestion.sensors import object_store_sensor
+from quivr_pipelines.runner import execute_requests
 from quivr_pipelines_tests.conftest import DOCS
 from quivr_pipelines_tests.helpers import all_points, catalog_rows
 
@@ -25,22 +24,24 @@ class Tick:
         self.definitions = defs()
 
     def evaluate(self):
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.definitions)
-        result = object_store_sensor(context)
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                     resources=self.definitions.resources) as context:
+            result = object_store_sensor(context)
         self.cursor = context.cursor
         return result
 
     def run(self, result):
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(documents_partitions.name, list(request.partition_keys))
-        for request in result.run_requests or []:
-            job = self.definitions.resolve_job_def(request.job_name)
-            assert job.execute_in_process(instance=self.instance, tags=request.tags).success
+        summary = execute_requests(self.instance, self.definitions, result)
+        assert summary.runs_failed == 0
 
     def sync(self):
         result = self.evaluate()
         self.run(result)
         return result
+
+
+def run_documents(request: dg.RunRequest) -> list[str]:
+    return request.run_config["ops"]["indexed_documents"]["config"]["documents"]
 
 
 def put(settings, kb, key, source="fake-text.txt", data=None):
@@ -56,12 +57,11 @@ def test_sensor_batches_new_documents_and_does_not_request_them_twice(settings_e
     tick = Tick()
 
     result = tick.evaluate()
-    keys = [partition_key("kb1", f"doc-{i:02d}.txt") for i in range(10)]
-    assert list(result.dynamic_partitions_requests[0].partition_keys) == keys
-    ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
-              for r in result.run_requests]
-    assert ranges == [(keys[0], keys[3]), (keys[4], keys[7]), (keys[8], keys[9])]
-    assert all(r.job_name == "ingest_documents_job" for r in result.run_requests)
+    keys = [f"doc-{i:02d}.txt" for i in range(10)]
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["kb1"]  # one per KB
+    batches = [run_documents(r) for r in result.run_requests]
+    assert batches == [keys[0:4], keys[4:8], keys[8:10]]
+    assert all(r.job_name == "ingest_documents_job" and r.partition_key == "kb1" for r in result.run_requests)
     assert {row["status"] for row in catalog_rows("kb1").values()} == {"pending"}
 
     # The runs have not happened yet: the next tick must not request the same documents again.
@@ -82,7 +82,7 @@ def test_a_tick_lists_a_bounded_window_and_resumes_from_its_cursor(settings_env,
         result = tick.evaluate()
         cursor = json.loads(tick.cursor)
         assert cursor["after"].get("kb1") == expected_after
-        requested += [r.tags[ASSET_PARTITION_RANGE_START_TAG] for r in result.run_requests]
+        requested += [run_documents(r)[0] for r in result.run_requests]
         tick.run(result)
     assert json.loads(tick.cursor)["passes"]["kb1"] == 1
     assert len(requested) == 3
@@ -144,7 +144,8 @@ def test_add_edit_delete_rename_and_readd_converge(settings_env, store_kind):
     points = all_points("kb1")
     assert points["c.csv"] == [] and points["b/norwich.txt"] == []
     assert len(points["renamed/norwich.txt"]) == rows["renamed/norwich.txt"]["chunk_count"] > 5
-    assert partition_key("kb1", "c.csv") not in tick.instance.get_dynamic_partitions("documents")
+    # Partitions are KBs: deleting documents leaves nothing to clean up in the instance.
+    assert tick.instance.get_dynamic_partitions(kb_partitions.name) == ["kb1"]
 
     put_object("c.csv", "stanley-cups.csv")  # re-added after deletion
     tick.sync()

@@ -13,7 +13,7 @@ from quivr_pipelines.resources import DatabaseResource, ObjectStoreResource, Vec
 
 
 @dg.asset(
-    group_name="ingestion",
+    group_name="maintenance",
     kinds={"qdrant", "postgres"},
     deps=["indexed_documents"],
     description="Catalog vs object store vs Qdrant for every KB; orphan points deleted, "
@@ -46,13 +46,3 @@ def kb_reconciliation(
         "report": dg.MetadataValue.json(report),
     })
 
-
-kb_reconciliation_job = dg.define_asset_job("kb_reconciliation_job", selection=[kb_reconciliation])
-
-kb_reconciliation_schedule = dg.ScheduleDefinition(
-    name="kb_reconciliation_schedule",
-    job=kb_reconciliation_job,
-    cron_schedule="30 4 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily full reconciliation of every KB (drift found and repaired in the metadata).",
-)

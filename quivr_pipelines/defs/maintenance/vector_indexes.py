@@ -11,7 +11,7 @@ from quivr_pipelines.resources import VectorStoreResource
 
 
 @dg.asset(
-    group_name="ingestion",
+    group_name="maintenance",
     kinds={"qdrant"},
     deps=["indexed_documents"],
     description="Every KB collection with its vector index built (embedded engine) and its size.",
@@ -30,13 +30,3 @@ def vector_indexes(context: dg.AssetExecutionContext, vector_store: VectorStoreR
         "points_by_collection": dg.MetadataValue.json(sizes),
     })
 
-
-vector_index_job = dg.define_asset_job("vector_index_job", selection=[vector_indexes])
-
-vector_index_schedule = dg.ScheduleDefinition(
-    name="vector_index_schedule",
-    job=vector_index_job,
-    cron_schedule="0 3 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly: index what was ingested during the day (queries pause while it runs).",
-)
