@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.repository import KbConfig
+from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus
 from quivr_pipelines.core.objects import ObjectStore
-from quivr_pipelines.core.pipeline import TRANSIENT_ERRORS
 
 
 @dataclass
@@ -53,7 +53,7 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
     """With `request_timeout`, documents already requested (same etag) less than that long ago
     count as in flight and are not planned again."""
     plan = SyncPlan(kb=kb)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     listing = []
     for info in store.list_objects(kb, start_after=after):
         listing.append(info)
@@ -72,17 +72,17 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
             plan.seen_again.append(info.key)
         if (request_timeout is not None and row is not None and row["requested_etag"] == info.etag
                 and row["requested_at"] is not None and now - row["requested_at"] < request_timeout
-                and (row["status"] == "pending" or row["etag"] != info.etag)):
+                and (row["status"] == DocumentStatus.PENDING or row["etag"] != info.etag)):
             plan.in_flight += 1
-        elif row is None or row["status"] in ("deleted", "pending"):
+        elif row is None or row["status"] in (DocumentStatus.DELETED, DocumentStatus.PENDING):
             plan.new.append(info.key)
         elif row["etag"] != info.etag or (row["size_bytes"] is not None and row["size_bytes"] != info.size):
             plan.changed.append(info.key)
-        elif row["status"] == "failed" and row["error_type"] in TRANSIENT_ERRORS:
+        elif row["status"] == DocumentStatus.FAILED and row["error_type"] in TRANSIENT_ERRORS:
             plan.retry.append(info.key)
         else:
             plan.unchanged += 1
-    plan.missing = sorted(k for k, row in known.items() if k not in seen and row["status"] != "deleted")
+    plan.missing = sorted(k for k, row in known.items() if k not in seen and row["status"] != DocumentStatus.DELETED)
     return plan
 
 

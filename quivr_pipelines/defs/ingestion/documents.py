@@ -37,11 +37,16 @@ from pydantic import Field
 
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.status import KbHealth, kb_health, problem_documents
+from quivr_pipelines.core.errors import DocumentStatus
 from quivr_pipelines.core.pipeline import DocumentOutcome, IngestionContext, ingest_in_batches
 from quivr_pipelines.core.sync import plan_kb
 from quivr_pipelines.defs.ingestion.partitions import kb_partitions
 from quivr_pipelines.resources import (
-    DatabaseResource, EmbedderResource, ObjectStoreResource, ParserResource, VectorStoreResource,
+    DatabaseResource,
+    EmbedderResource,
+    ObjectStoreResource,
+    ParserResource,
+    VectorStoreResource,
 )
 
 ASSET_KEY = dg.AssetKey("indexed_documents")
@@ -136,21 +141,27 @@ def _plan(ctx: IngestionContext, kb: str, force: bool) -> list[str]:
     return list(plan.etags) if force else plan.to_ingest
 
 
+PROBLEM_STATUSES = (DocumentStatus.FAILED, DocumentStatus.SKIPPED)
+
+
 class _Tally:
+    """This run's outcomes, for its materialization."""
+
     def __init__(self, requested: int):
         self.requested = requested
         self.statuses: Counter[str] = Counter()
         self.chunks = self.tokens = 0
-        self.failed: list[DocumentOutcome] = []
         self.started = time.perf_counter()
+
+    @property
+    def problems(self) -> int:
+        return sum(self.statuses[status] for status in PROBLEM_STATUSES)
 
     def add(self, outcome: DocumentOutcome) -> None:
         self.statuses[outcome.status] += 1
-        if outcome.status == "ingested":
+        if outcome.status == DocumentStatus.INGESTED:
             self.chunks += outcome.chunks
             self.tokens += outcome.tokens
-        elif outcome.status in ("failed", "skipped"):
-            self.failed.append(outcome)
 
 
 def _ingest(context: dg.AssetExecutionContext, ctx: IngestionContext, kb: str, documents: list[str],
@@ -160,12 +171,13 @@ def _ingest(context: dg.AssetExecutionContext, ctx: IngestionContext, kb: str, d
     for outcomes in ingest_in_batches(ctx, kb, documents, DOCUMENTS_PER_BATCH, force=force):
         for outcome in outcomes:
             tally.add(outcome)
-            if outcome.status in ("failed", "skipped") and len(tally.failed) <= PROBLEMS_LOGGED:
+            if outcome.status in PROBLEM_STATUSES and tally.problems <= PROBLEMS_LOGGED:
                 context.log.warning(f"{outcome.status} {outcome.object_key}: {outcome.error_type}: {outcome.reason}"
                                     + (" (further problems are in the materialization only)"
-                                       if len(tally.failed) == PROBLEMS_LOGGED else ""))
+                                       if tally.problems == PROBLEMS_LOGGED else ""))
         done += len(outcomes)
-        context.log.info(f"documents done {done}/{len(documents)} ({dict(tally.statuses)})")
+        counts = {str(status): n for status, n in tally.statuses.items()}
+        context.log.info(f"documents done {done}/{len(documents)} ({counts})")
     return tally
 
 
@@ -201,10 +213,11 @@ def _materialization_metadata(db, health: KbHealth, total: KbHealth, tally: _Tal
         # The overview shows the newest materialization of any KB: say where the others stand.
         "all_kbs": dg.MetadataValue.text(total.summary()),
         "run_documents": dg.MetadataValue.int(tally.requested),
-        "run_ingested": dg.MetadataValue.int(tally.statuses["ingested"]),
-        "run_failed": dg.MetadataValue.int(tally.statuses["failed"]),
-        "run_skipped": dg.MetadataValue.int(tally.statuses["skipped"]),
-        "run_unchanged": dg.MetadataValue.int(tally.statuses["unchanged"] + tally.statuses["missing"]),
+        "run_ingested": dg.MetadataValue.int(tally.statuses[DocumentStatus.INGESTED]),
+        "run_failed": dg.MetadataValue.int(tally.statuses[DocumentStatus.FAILED]),
+        "run_skipped": dg.MetadataValue.int(tally.statuses[DocumentStatus.SKIPPED]),
+        "run_unchanged": dg.MetadataValue.int(tally.statuses[DocumentStatus.UNCHANGED]
+                                              + tally.statuses[DocumentStatus.MISSING]),
         "run_chunks": dg.MetadataValue.int(tally.chunks),
         "run_tokens": dg.MetadataValue.int(tally.tokens),
         "run_seconds": dg.MetadataValue.float(round(time.perf_counter() - tally.started, 3)),
