@@ -66,7 +66,7 @@ def bench_tick(objects: int) -> dict:
         (sub / f"doc-{i:06d}.txt").write_text(f"document {i}\n")
     instance, definitions = dg.DagsterInstance.ephemeral(), defs()
 
-    first_pass, cursor, ticks, runs = [], None, 0, 0
+    first_pass, cursor, runs = [], None, 0
     while True:  # first pass: every object is new
         result, cursor, seconds = _evaluate(instance, definitions, cursor)
         for request in result.dynamic_partitions_requests or []:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from enum import Enum
+from datetime import UTC
+from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,13 +23,13 @@ keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="API ke
 app.add_typer(keys_app, name="keys")
 
 
-class SearchModeChoice(str, Enum):
+class SearchModeChoice(StrEnum):
     hybrid = "hybrid"
     dense = "dense"
     sparse = "sparse"
 
 
-class RoleChoice(str, Enum):
+class RoleChoice(StrEnum):
     viewer = "viewer"
     editor = "editor"
     admin = "admin"
@@ -141,7 +142,7 @@ def kb_show(kb: str = typer.Argument(...)):
         typer.echo(json.dumps(repository.get_kb(db, kb).__dict__, indent=2))
     except KeyError:
         typer.echo(f"no knowledge base named {kb!r}", err=True)
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=1) from None
     finally:
         db.close()
 
@@ -341,12 +342,12 @@ def keys_create(
     rate_limit_burst: int = typer.Option(None, min=1, help="Per-key override of QUIVR_RATE_LIMIT_BURST."),
 ):
     """Create an API key and print it once (only its hash is stored)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
 
-    expires = datetime.now(timezone.utc) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     db = open_database(_settings())
     try:
         key, raw = api_keys.create_key(db, name, RoleChoice(role).value, kb or None, expires,
@@ -362,7 +363,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json")):
     """List API keys (never the keys themselves)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
@@ -372,7 +373,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")):
         keys = api_keys.list_keys(db)
     finally:
         db.close()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [{"id": k.id, "name": k.name, "role": k.role, "kbs": list(k.kbs) if k.kbs else "all",
              "state": "revoked" if k.revoked_at else ("expired" if k.expires_at and k.expires_at <= now else "active"),
              "created_at": k.created_at.isoformat(), "expires_at": k.expires_at.isoformat() if k.expires_at else None}

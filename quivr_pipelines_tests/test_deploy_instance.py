@@ -51,8 +51,8 @@ def test_production_instance_stores_runs_and_partitions_in_postgres(dagster_data
 def test_the_default_instance_keeps_everything_under_the_data_dir(settings_env, tmp_path):
     """Runs from the project folder (./dagster.yaml, as `dagster dev` reads it) write their
     runs, artifacts and step logs under .quivr, nothing in the working directory itself."""
-    from quivr_pipelines_tests.helpers import ingest
     from quivr_pipelines.runner import dagster_instance
+    from quivr_pipelines_tests.helpers import ingest
 
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
     (settings_env.inbox_dir / "kb1").mkdir(parents=True)

@@ -8,7 +8,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from quivr_pipelines.defs.ingestion.documents import ALL_CHECK, ASSET_KEY, KB_CHECK
+from quivr_pipelines.defs.ingestion.documents import ALL_CHECK, KB_CHECK
 from quivr_pipelines_tests.conftest import DOCS
 from quivr_pipelines_tests.helpers import all_points, catalog_rows, ingest, normalise
 
@@ -133,7 +133,7 @@ def test_bad_inputs_are_recorded_and_the_rest_of_the_run_lands(settings_env, mon
     for evaluation in (kb_check, all_check):
         assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.ERROR
     problems = kb_check.metadata["problems"].value
-    for key, (status, error_type, reason) in expected.items():
+    for key, (status, error_type, _) in expected.items():
         shown = key.replace("\x1b", "\\x1b")  # control characters are shown escaped
         assert f"| {status} | {shown} | {error_type} |" in problems
     assert "damaged or truncated" in problems

@@ -8,15 +8,15 @@ import time
 
 import dagster as dg
 
-from quivr_pipelines.core.factory import build_vector_store, open_database
 from quivr_pipelines.core import sparse
+from quivr_pipelines.core.factory import build_vector_store, open_database
 from quivr_pipelines.core.keys import point_id
 from quivr_pipelines.core.vectorstore.base import PointRecord
 from quivr_pipelines.defs.maintenance.reconciliation import kb_reconciliation
 from quivr_pipelines.resources import resources_from_settings
+from quivr_pipelines.runner import dagster_instance
 from quivr_pipelines.settings import get_settings
 from quivr_pipelines_tests.conftest import DOCS
-from quivr_pipelines.runner import dagster_instance
 from quivr_pipelines_tests.helpers import all_points, catalog_rows, ingest, ingest_documents_job
 
 

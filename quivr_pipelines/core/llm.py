@@ -180,7 +180,7 @@ class OpenAIChatLLM:
                 raise
             except openai.OpenAIError as exc:
                 raise as_provider_error(exc, self.max_retries) from exc
-            except Exception as exc:  # noqa: BLE001 - a cut connection surfaces as httpx's error
+            except Exception as exc:  # a cut connection surfaces as httpx's error
                 raise LLMError(f"the LLM stream broke: {type(exc).__name__}: {exc}", 502) from exc
             finally:
                 chunks.close()

@@ -8,6 +8,7 @@ nothing was done, one catalog row; one document's failure never stops the others
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -15,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from quivr_pipelines.core import events, sparse
 from quivr_pipelines.core.catalog import repository
@@ -294,10 +295,8 @@ def _failure(ctx, kb, key, info, exc: IngestionError, collection, started):
     if exc.error_type != ErrorType.HOSTILE_KEY and exc.error_type not in TRANSIENT_ERRORS:
         # Whatever this document had in the index is stale now (changed into something unreadable);
         # after a transient failure the previous version stays searchable until the retry.
-        try:
+        with contextlib.suppress(Exception):  # the failure itself is already recorded
             ctx.vectors.delete_document(collection, kb, key)
-        except Exception:  # noqa: BLE001 - the failure itself is already recorded
-            pass
     return outcome, record
 
 
@@ -315,7 +314,7 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         kb=kb, batch_size=ctx.batch_size, run_id=ctx.run_id,
     )
     total_texts = sum(len(p.chunks) for p in prepared.values()) or 1
-    ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ingested_at = datetime.now(UTC).isoformat(timespec="seconds")
     writes = []
     for key, p in prepared.items():
         if key in embedded.failures:

@@ -22,7 +22,9 @@ from quivr_pipelines.resources.object_store import LocalFolderResource, ObjectSt
 from quivr_pipelines.resources.parser import ParserResource
 from quivr_pipelines.resources.sync import SyncResource
 from quivr_pipelines.resources.vector_store import (
-    EmbeddedVectorStoreResource, QdrantServerResource, VectorStoreResource,
+    EmbeddedVectorStoreResource,
+    QdrantServerResource,
+    VectorStoreResource,
 )
 from quivr_pipelines.settings import Settings
 

@@ -27,7 +27,7 @@ class ParserResource(dg.ConfigurableResource):
     _pool: ParserPool | None = PrivateAttr(default=None)
 
     @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["ParserResource"]:
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[ParserResource]:
         with ParserPool(self.workers) as pool:
             self._pool = pool
             try:

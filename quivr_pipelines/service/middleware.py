@@ -10,7 +10,7 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import HTTPException
 
@@ -106,7 +106,7 @@ class RequestContextMiddleware:
         writer = self.writer_getter()
         if writer is not None and path not in UNAUDITED:
             client = scope.get("client")
-            writer.add(AuditRow(at=datetime.now(timezone.utc), request_id=info["request_id"],
+            writer.add(AuditRow(at=datetime.now(UTC), request_id=info["request_id"],
                                 api_key_id=info["key_id"], kb=info["kb"], action=action,
                                 method=scope.get("method", ""), path=path[:1024], status=code,
                                 latency_ms=latency * 1000, client=client[0] if client else None))

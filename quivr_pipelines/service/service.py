@@ -33,8 +33,15 @@ from quivr_pipelines.core import sparse
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.keys import KB_NAME_PATTERN
 from quivr_pipelines.core.llm import (
-    EXTRACTIVE_NOTE, NO_PASSAGE_ANSWER, LLMClient, LLMError, Passage, as_provider_error, build_messages,
-    cost_dollars, extractive_pieces,
+    EXTRACTIVE_NOTE,
+    NO_PASSAGE_ANSWER,
+    LLMClient,
+    LLMError,
+    Passage,
+    as_provider_error,
+    build_messages,
+    cost_dollars,
+    extractive_pieces,
 )
 from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, kb_collection
 from quivr_pipelines.core.vectorstore.base import CollectionInfo, SearchFilter
@@ -42,7 +49,13 @@ from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 from quivr_pipelines.service.caches import TTLCache
 from quivr_pipelines.service.metrics import Metrics
 from quivr_pipelines.service.schemas import (
-    AskRequest, AskResponse, Citation, Filters, SearchRequest, SearchResponse, SearchResult,
+    AskRequest,
+    AskResponse,
+    Citation,
+    Filters,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
 )
 from quivr_pipelines.service.writer import BatchWriter, UsageRow
 
@@ -156,7 +169,7 @@ class QueryService:
             raise UnknownKB(kb) from None
         except (StoreBusy, FingerprintMismatch):
             raise
-        except Exception as exc:  # noqa: BLE001 - any store failure is the same to the caller
+        except Exception as exc:  # any store failure is the same to the caller
             raise VectorStoreUnavailable(f"vector store error: {type(exc).__name__}: {exc}") from exc
 
     def _embedder_fingerprint(self) -> str:
@@ -180,7 +193,7 @@ class QueryService:
         self.metrics.cache.labels("embedding", "miss").inc()
         try:
             batch = self.embedder.embed([query])
-        except Exception as exc:  # noqa: BLE001 - openai errors become 502/503/504, others 502
+        except Exception as exc:  # openai errors become 502/503/504, others 502
             raise as_provider_error(exc, getattr(self.settings, "openai_max_retries", 0), "embedding") from exc
         vector = batch.vectors[0].tolist()
         self.vectors.set(cache_key, vector)
@@ -207,7 +220,7 @@ class QueryService:
             hits = self.store.search(info.name, dense, sparse.query_vector(req.query), req.top_k, flt, req.mode)
         except StoreBusy:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise VectorStoreUnavailable(f"vector store error: {type(exc).__name__}: {exc}") from exc
         results = [_result(hit) for hit in hits if hit.payload.get("kb") == kb]  # belt and braces
         self.metrics.retrieval_duration.labels(req.mode).observe(time.perf_counter() - started)

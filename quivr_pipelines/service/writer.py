@@ -108,7 +108,7 @@ class BatchWriter:
                         cur.executemany(
                             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
                             rows)
-        except Exception:  # noqa: BLE001 - keep the rows, retry on the next flush
+        except Exception:  # keep the rows, retry on the next flush
             log.exception("audit/usage batch of %d rows not written yet; retrying", len(batch))
             if len(self._pending) > MAX_PENDING:
                 excess = len(self._pending) - MAX_PENDING

@@ -2,7 +2,11 @@ import pytest
 
 from quivr_pipelines.core.errors import IngestionError
 from quivr_pipelines.core.keys import (
-    check_object_key, partition_key, point_id, split_partition_key, validate_kb_name,
+    check_object_key,
+    partition_key,
+    point_id,
+    split_partition_key,
+    validate_kb_name,
 )
 
 HOSTILE_KEYS = [

@@ -1,7 +1,6 @@
 """object_store_sensor through build_sensor_context: batching, cursor, deletions, no double asks."""
 
 import json
-import shutil
 
 import boto3
 import dagster as dg

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -72,7 +72,11 @@ class ServerThread:
 
 def ingest(settings, kb: str, docs: dict[str, str], texts: dict[str, str]) -> None:
     from quivr_pipelines.core.factory import (
-        build_embedder, build_object_store, build_vector_store, kb_defaults, open_database,
+        build_embedder,
+        build_object_store,
+        build_vector_store,
+        kb_defaults,
+        open_database,
     )
     from quivr_pipelines.core.pipeline import IngestionContext, ingest_documents
 
@@ -139,7 +143,7 @@ def stack(env):
     other.close()
 
     db = open_database(settings)
-    past = datetime.now(timezone.utc) - timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(days=1)
     keys = {
         "admin": api_keys.create_key(db, "admin", "admin")[1],
         "alpha": api_keys.create_key(db, "alpha reader", "viewer", ["alpha"])[1],

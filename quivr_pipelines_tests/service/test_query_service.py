@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -83,7 +83,7 @@ def test_filters_narrow_results_and_cannot_leave_the_kb(client, stack):
     assert search({"document_key_prefix": "secret/"}) == []  # beta's prefix finds nothing from alpha
     assert set(search({"document_key_prefix": "science/"})) == {"science/amazon-forest.md", "science/oxygen.txt"}
     assert search({"content_types": ["text/markdown"]}) == ["science/amazon-forest.md"]
-    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert search({"ingested_after": future}) == []
     assert set(search({"ingested_before": future})) == set(everything)
 
@@ -401,7 +401,7 @@ def test_serve_command_forces_one_worker_and_flushes_audit_rows_on_sigterm(stack
             assert proc.poll() is None and time.monotonic() < deadline, log.read()
             time.sleep(0.2)
         ids = []
-        for i in range(5):
+        for _ in range(5):
             response = httpx.post(f"{url}/v1/kbs/alpha/search", json={"query": "q"}, timeout=30)
             assert response.status_code == 401
             ids.append(response.headers["x-request-id"])

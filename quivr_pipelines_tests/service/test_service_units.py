@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from quivr_pipelines.core.llm import EXTRACT_CHARACTERS, NO_PASSAGE_ANSWER, Passage, cost_dollars, extractive_pieces
 from quivr_pipelines.service.caches import TTLCache
@@ -26,7 +26,7 @@ def test_ttl_cache_is_bounded_and_expires():
 
 
 def test_scoped_filter_always_forces_the_path_kb():
-    after = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    after = datetime(2026, 1, 1, tzinfo=UTC)
     flt = scoped_filter("alpha", Filters(document_key_prefix="x/", content_types=["text/plain", "text/plain"],
                                          ingested_after=after))
     assert (flt.kb, flt.document_key_prefix, flt.content_types) == ("alpha", "x/", ("text/plain",))
@@ -54,7 +54,7 @@ def test_token_bucket_refills_and_reports_retry_after(settings_env):
         assert api_keys.authenticate(db, "qvr_nope", 10, 10) is None
 
         old, raw3 = api_keys.create_key(db, "old", "viewer",
-                                        expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+                                        expires_at=datetime.now(UTC) - timedelta(seconds=1))
         assert api_keys.authenticate(db, raw3, 10, 10).state == "expired"
         assert api_keys.revoke_key(db, key.id) and not api_keys.revoke_key(db, key.id)
         assert api_keys.authenticate(db, raw, 10, 10).state == "revoked"

@@ -114,5 +114,5 @@ def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
         path.write_bytes(data)
         try:
             return partition(filename=str(path), strategy="fast", languages=NO_LANGUAGE_DETECTION), None
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:  # classified below
             raise detect.classify_parser_error(exc, ext) from exc

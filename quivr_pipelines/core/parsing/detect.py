@@ -36,7 +36,7 @@ def _check_ole(data: bytes, ext: str) -> None:
     try:
         with olefile.OleFileIO(io.BytesIO(data)) as ole:
             streams = {"/".join(s) for s in ole.listdir()}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise IngestionError(ErrorType.CORRUPT, f"damaged OLE container: {exc}") from exc
     if "EncryptionInfo" in streams and "EncryptedPackage" in streams:
         raise IngestionError(ErrorType.ENCRYPTED, f"password-protected {ext or 'Office'} file (encrypted package)")
@@ -60,7 +60,7 @@ def _check_msg(data: bytes) -> None:
 
     try:
         message = Message.load(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise IngestionError(ErrorType.CORRUPT, f"unreadable Outlook message: {exc}") from exc
     content_type = (message.message_headers.get("Content-Type", "") or "").lower()
     if ("multipart/encrypted" in content_type or "pkcs7-mime" in content_type

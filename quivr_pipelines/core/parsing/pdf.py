@@ -50,7 +50,7 @@ def partition_pdf_text(data: bytes) -> tuple[list, int]:
     except PDFSyntaxError as exc:
         if not elements:
             raise IngestionError(ErrorType.CORRUPT, f"damaged or truncated PDF ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - pdfminer raises many types on damaged files
+    except Exception as exc:  # pdfminer raises many types on damaged files
         if not elements:
             raise IngestionError(ErrorType.CORRUPT, f"damaged PDF ({type(exc).__name__}: {exc})"[:500]) from exc
     if pages == 0:

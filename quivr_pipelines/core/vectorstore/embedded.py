@@ -16,17 +16,48 @@ import time
 from pathlib import Path
 
 from qdrant_edge import (
-    CountRequest, Distance, EdgeConfig, EdgeShard, EdgeSparseVectorParams,
-    EdgeVectorParams, FieldCondition, Filter, Fusion, KeywordIndexParams, MatchAny, MatchPrefix,
-    MatchValue, Modifier, PayloadSchemaType, Point, Prefetch, Query, QueryRequest, RangeDateTime,
-    RangeFloat, ScrollRequest, UpdateOperation,
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeSparseVectorParams,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    Fusion,
+    KeywordIndexParams,
+    MatchAny,
+    MatchPrefix,
+    MatchValue,
+    Modifier,
+    PayloadSchemaType,
+    Point,
+    Prefetch,
+    Query,
+    QueryRequest,
+    RangeDateTime,
+    RangeFloat,
+    ScrollRequest,
+    UpdateOperation,
 )
 from qdrant_edge import SparseVector as EdgeSparse
 
 from quivr_pipelines.core.sparse import SparseVector
 from quivr_pipelines.core.vectorstore.base import (
-    DATETIME_FIELDS, DEFAULT_FUSION, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo,
-    TIE_MARGIN, FusionConfig, Hit, PointRecord, SearchFilter, SearchMode, settle_ties,
+    DATETIME_FIELDS,
+    DEFAULT_FUSION,
+    DENSE,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    SPARSE,
+    TIE_MARGIN,
+    CollectionInfo,
+    FusionConfig,
+    Hit,
+    PointRecord,
+    SearchFilter,
+    SearchMode,
+    settle_ties,
 )
 from quivr_pipelines.core.vectorstore.handoff import StoreHandoff
 

@@ -6,8 +6,20 @@ from qdrant_client import QdrantClient, models
 
 from quivr_pipelines.core.sparse import SparseVector
 from quivr_pipelines.core.vectorstore.base import (
-    DATETIME_FIELDS, DEFAULT_FUSION, DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, SPARSE, CollectionInfo,
-    TIE_MARGIN, FusionConfig, Hit, PointRecord, SearchFilter, SearchMode, settle_ties,
+    DATETIME_FIELDS,
+    DEFAULT_FUSION,
+    DENSE,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    SPARSE,
+    TIE_MARGIN,
+    CollectionInfo,
+    FusionConfig,
+    Hit,
+    PointRecord,
+    SearchFilter,
+    SearchMode,
+    settle_ties,
 )
 
 
