@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.database import open_database as _open_database
-from quivr_pipelines.core.catalog.repository import KbConfig
+from quivr_pipelines.core.catalog.repository import KbConfig, default_kb_config
 from quivr_pipelines.core.objects import LocalFolderStore, ObjectStore, S3Store
 from quivr_pipelines.settings import Settings
 
@@ -51,10 +51,4 @@ def open_database(settings: Settings) -> Database:
 
 
 def kb_defaults(settings: Settings) -> KbConfig:
-    return KbConfig(
-        name="",
-        chunk_max_characters=settings.chunk_max_characters,
-        chunk_new_after_characters=settings.chunk_new_after_characters,
-        chunk_combine_under_characters=settings.chunk_combine_under_characters,
-        chunk_overlap_characters=settings.chunk_overlap_characters,
-    )
+    return default_kb_config(settings)

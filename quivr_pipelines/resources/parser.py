@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from quivr_pipelines.core.catalog.repository import KbConfig
+from quivr_pipelines.core.catalog.repository import KbConfig, default_kb_config
 from quivr_pipelines.core.parsing.workers import ParserPool
 
 
@@ -45,10 +45,4 @@ class ParserResource(dg.ConfigurableResource):
         return int(self.max_upload_size_mb * 1024 * 1024)
 
     def kb_defaults(self) -> KbConfig:
-        return KbConfig(
-            name="",
-            chunk_max_characters=self.chunk_max_characters,
-            chunk_new_after_characters=self.chunk_new_after_characters,
-            chunk_combine_under_characters=self.chunk_combine_under_characters,
-            chunk_overlap_characters=self.chunk_overlap_characters,
-        )
+        return default_kb_config(self)

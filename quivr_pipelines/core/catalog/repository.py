@@ -30,6 +30,16 @@ class KbConfig:
     embedding_model: str | None = None
 
 
+CHUNK_SIZE_FIELDS = ("chunk_max_characters", "chunk_new_after_characters",
+                     "chunk_combine_under_characters", "chunk_overlap_characters")
+
+
+def default_kb_config(source) -> KbConfig:
+    """The chunk sizes a new KB starts with, read by name from `source` (the Settings, or the
+    Dagster parser resource: both carry the same four fields)."""
+    return KbConfig(name="", **{name: getattr(source, name) for name in CHUNK_SIZE_FIELDS})
+
+
 @dataclass(frozen=True)
 class DocumentRecord:
     """What the pipeline learned about one document; written in one upsert."""
