@@ -60,4 +60,4 @@ def test_the_default_instance_keeps_everything_under_the_data_dir(settings_env, 
     summary, _ = ingest(instance=dagster_instance(settings_env))
     assert summary["runs"] == 1 and summary["runs_failed"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [".quivr", "dagster.yaml", "data"]
-    assert (tmp_path / ".quivr" / "dagster" / "runs.db").exists()
+    assert (tmp_path / ".quivr" / "dagster" / "history" / "runs.db").exists()
