@@ -3,7 +3,7 @@
 The one place that carries out what the sensor asks for without a daemon: the CLI (`ingest`,
 `demo`), the tests and the benchmarks all call `execute_requests`, so the runs,
 materializations and checks they record show up in `dagster dev` exactly as sensor-launched
-ones do.
+ones do. Its runs share one parser pool (`lend_parser_pool`), warm from run to run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from tqdm import tqdm
 
+from quivr_pipelines.resources.parser import lend_parser_pool
 from quivr_pipelines.settings import Settings
 
 # What a run prints on the console: Dagster's DEBUG event lines are noise for a CLI user (they
@@ -67,8 +68,10 @@ def execute_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, 
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     requests = list(result.run_requests or [])
     summary = ExecutionSummary(documents=sum(int(r.tags.get(DOCUMENTS_TAG, 0)) for r in requests))
-    with tqdm(total=summary.documents, desc="ingesting", unit="doc",
-              disable=not progress or summary.documents == 0) as bar:
+    parser = definitions.resources.get("parser")
+    with lend_parser_pool(getattr(parser, "workers", None)), \
+            tqdm(total=summary.documents, desc="ingesting", unit="doc",
+                 disable=not progress or summary.documents == 0) as bar:
         for request in requests:
             job = definitions.resolve_job_def(request.job_name)
             run_config = dict(request.run_config or {})

@@ -1,15 +1,37 @@
-"""`parser`: parsing and chunking, in a pool of worker processes owned by the step."""
+"""`parser`: parsing and chunking, in a pool of worker processes owned by the step.
+
+A run launched by the daemon is a process of its own: its step opens the pool and closes it at
+the end. A process that executes many runs one after another (the CLI's `ingest`, the tests,
+the benchmarks: `runner.execute_requests`) lends one pool to all of them with
+`lend_parser_pool`, so the workers (a spawned interpreter with unstructured and spaCy loaded,
+about a second each to start) stay warm from run to run; the lender closes it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from quivr_pipelines.core.catalog.repository import KbConfig, default_kb_config
 from quivr_pipelines.core.parsing.workers import ParserPool
+
+_lent: ContextVar[ParserPool | None] = ContextVar("quivr_lent_parser_pool", default=None)
+
+
+@contextmanager
+def lend_parser_pool(workers: int | None = None) -> Iterator[ParserPool]:
+    """One pool for every step executed in this context (same thread), closed when it ends."""
+    with ParserPool(workers) as pool:
+        token = _lent.set(pool)
+        try:
+            yield pool
+        finally:
+            _lent.reset(token)
 
 
 class ParserResource(dg.ConfigurableResource):
@@ -28,6 +50,14 @@ class ParserResource(dg.ConfigurableResource):
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[ParserResource]:
+        lent = _lent.get()
+        if lent is not None and not lent.closed and lent.workers == (self.workers or os.cpu_count() or 1):
+            self._pool = lent  # the lender's to close
+            try:
+                yield self
+            finally:
+                self._pool = None
+            return
         with ParserPool(self.workers) as pool:
             self._pool = pool
             try:
