@@ -130,7 +130,7 @@ def plan_sync(store: ObjectStore, db: Database, policy: SyncPolicy, defaults: Kb
     result = SyncPass(cursor={"after": {}, "passes": {}, **(cursor or {})})
     cursor = result.cursor
     budget = max_objects
-    for kb in kbs or store.list_kbs():
+    for kb in _fair_order(kbs or store.list_kbs(), cursor):
         if budget is not None and budget <= 0:
             break
         repository.ensure_kb(db, kb, defaults)
@@ -159,6 +159,13 @@ def plan_sync(store: ObjectStore, db: Database, policy: SyncPolicy, defaults: Kb
     result.counts["confirmed_missing"] = result.confirmed_missing
     result.counts["runs"] = len(result.batches)
     return result
+
+
+def _fair_order(kbs: Sequence[str], cursor: dict) -> list[str]:
+    """The order a budgeted step lists KBs in: a KB partway through its pass first, then the KBs
+    with the fewest completed passes. Always starting from the first KB would spend every tick's
+    budget on the first few KBs of a large deployment and never reach the others."""
+    return sorted(kbs, key=lambda kb: (kb not in cursor["after"], cursor["passes"].get(kb, 0), kb))
 
 
 def batch_documents(kb: str, keys: Sequence[str], sizes: dict[str, int], policy: SyncPolicy) -> list[RunBatch]:

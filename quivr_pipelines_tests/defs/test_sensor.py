@@ -193,3 +193,20 @@ def test_dry_run_reports_what_would_be_pruned(settings_env, monkeypatch):
     metadata = materialization.asset_materialization.metadata
     assert run.is_success and metadata["dry_run"].value is True and metadata["deleted"].value == 1
     assert catalog_rows("kb1")["gone.txt"]["status"] == "ingested" and all_points("kb1")["gone.txt"]
+
+
+def test_a_budget_smaller_than_the_deployment_reaches_every_kb(settings_env, monkeypatch):
+    """Each tick lists at most 4 objects; ten KBs of 3 documents each need 8 ticks a pass, and
+    every KB must be listed in turn (starting each tick from the first KB starved the others)."""
+    monkeypatch.setenv("QUIVR_SYNC_OBJECTS_PER_TICK", "4")
+    for kb in range(10):
+        for i in range(3):
+            put(settings_env, f"kb{kb}", f"doc-{i}.txt", data=f"Document {i} of KB {kb}.\n".encode())
+    tick = Tick()
+    requested: set[str] = set()
+    for _ in range(8):
+        result = tick.evaluate()
+        requested |= {r.partition_key for r in result.run_requests}
+    assert requested == {f"kb{kb}" for kb in range(10)}
+    assert all(n >= 1 for n in json.loads(tick.cursor)["passes"].values())
+    assert len(json.loads(tick.cursor)["passes"]) == 10
