@@ -35,25 +35,32 @@ class ExecutionSummary:
                 "run_ids": self.run_ids}
 
 
-def dagster_instance(settings: Settings) -> dg.DagsterInstance:
-    """$DAGSTER_HOME if set; else ./dagster.yaml (as `dagster dev` reads it); else a SQLite
-    instance under $QUIVR_DATA_DIR/dagster (its runs' logs included)."""
+def _instance_home(settings: Settings) -> tuple[str, Path]:
+    """Which instance the CLI records runs in, and its folder: $DAGSTER_HOME if set ("env");
+    else ./dagster.yaml, as `dagster dev` reads it ("cwd"); else a SQLite instance under
+    $QUIVR_DATA_DIR/dagster ("data")."""
     if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
+        return "env", Path(os.environ["DAGSTER_HOME"])
     if (Path.cwd() / "dagster.yaml").exists():
-        return dg.DagsterInstance.from_config(str(Path.cwd()))
-    home = (settings.data_dir / "dagster").resolve()
+        return "cwd", Path.cwd()
+    return "data", (settings.data_dir / "dagster").resolve()
+
+
+def dagster_instance(settings: Settings) -> dg.DagsterInstance:
+    kind, home = _instance_home(settings)
+    if kind == "env":
+        return dg.DagsterInstance.get()
     home.mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.from_config(str(home))
 
 
 def dagster_ui_command(settings: Settings) -> tuple[str, str]:
     """Where `dagster_instance` records runs, and the command that shows them in the UI."""
-    if os.environ.get("DAGSTER_HOME"):
-        return os.environ["DAGSTER_HOME"], "dagster dev"
-    if (Path.cwd() / "dagster.yaml").exists():
-        return f"{Path.cwd()} (dagster.yaml)", "dagster dev"
-    home = (settings.data_dir / "dagster").resolve()
+    kind, home = _instance_home(settings)
+    if kind == "env":
+        return str(home), "dagster dev"
+    if kind == "cwd":
+        return f"{home} (dagster.yaml)", "dagster dev"
     return str(home), f"DAGSTER_HOME={home} dagster dev -m quivr_pipelines.definitions"
 
 
