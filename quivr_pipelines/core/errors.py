@@ -29,6 +29,8 @@ class ErrorType(StrEnum):
     NO_TEXT = "no_text"
     UNSUPPORTED_TYPE = "unsupported_type"
     TOO_LARGE = "too_large"
+    TOO_COMPLEX = "too_complex"  # past a static guard or the parser's memory limit (zip bomb, 1M cells)
+    PARSE_TIMEOUT = "parse_timeout"  # past the per-document parse wall-time limit
     ENCRYPTED = "encrypted"
     CORRUPT = "corrupt"
     HOSTILE_KEY = "hostile_key"
@@ -46,6 +48,8 @@ ERROR_STATUS: dict[ErrorType, DocumentStatus] = {
     ErrorType.NO_TEXT: DocumentStatus.SKIPPED,
     ErrorType.UNSUPPORTED_TYPE: DocumentStatus.SKIPPED,
     ErrorType.TOO_LARGE: DocumentStatus.SKIPPED,
+    ErrorType.TOO_COMPLEX: DocumentStatus.SKIPPED,
+    ErrorType.PARSE_TIMEOUT: DocumentStatus.FAILED,
     ErrorType.ENCRYPTED: DocumentStatus.FAILED,
     ErrorType.CORRUPT: DocumentStatus.FAILED,
     ErrorType.HOSTILE_KEY: DocumentStatus.FAILED,
