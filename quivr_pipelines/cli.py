@@ -29,6 +29,12 @@ class SearchModeChoice(StrEnum):
     sparse = "sparse"
 
 
+class PiiChoice(StrEnum):  # as core/pii.PiiMode (not imported: the CLI starts without presidio)
+    off = "off"
+    detect = "detect"
+    mask = "mask"
+
+
 class RoleChoice(StrEnum):
     viewer = "viewer"
     editor = "editor"
@@ -68,6 +74,14 @@ def _kb_names(values: list[str] | None) -> list[str] | None:
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise typer.BadParameter("must not be empty or whitespace")
+    return value
+
+
+def _positive_days(value: float | None) -> float | None:
+    """0 used to mean "never" (it is falsy), and inf/nan crashed: omit the option for no expiry."""
+    if value is not None and not 0 < value <= 36_500:  # also false for nan
+        raise typer.BadParameter(f"must be a positive number of days up to 36500, not {value}; "
+                                 "omit it for a key that never expires")
     return value
 
 
@@ -111,9 +125,13 @@ def kb_set(
     new_after: int = typer.Option(None, min=50, help="Soft chunk size: start a new chunk after this."),
     combine_under: int = typer.Option(None, min=0, help="Merge sections shorter than this."),
     overlap: int = typer.Option(None, min=0, help="Characters repeated between split chunks."),
+    pii: PiiChoice = typer.Option(None, "--pii", help="PII handling: off, detect (count entities) or mask "
+                                  "(replace them with <TYPE> before embedding); a change re-ingests the "
+                                  "KB's documents at the next sync."),
 ):
-    """Create a KB or change its chunk sizes (applies to documents ingested from now on;
-    use `ingest --kb KB --force` to re-chunk existing ones)."""
+    """Create a KB or change its settings. Chunk sizes apply to documents ingested from now on
+    (use `ingest --kb KB --force` to re-chunk existing ones); a new PII mode is applied to every
+    document of the KB by the next `ingest` or sensor pass."""
     from quivr_pipelines.core.catalog import repository
     from quivr_pipelines.core.factory import kb_defaults, open_database
     from quivr_pipelines.core.keys import validate_kb_name
@@ -125,7 +143,8 @@ def kb_set(
         repository.ensure_kb(db, kb, kb_defaults(settings))
         config = repository.configure_kb(
             db, kb, chunk_max_characters=max_characters, chunk_new_after_characters=new_after,
-            chunk_combine_under_characters=combine_under, chunk_overlap_characters=overlap)
+            chunk_combine_under_characters=combine_under, chunk_overlap_characters=overlap,
+            pii=pii.value if pii else None)
     finally:
         db.close()
     typer.echo(json.dumps(config.__dict__, indent=2))
@@ -189,8 +208,11 @@ def status(
         last = row["last_ingestion"].isoformat(timespec="seconds") if row["last_ingestion"] else "-"
         typer.echo(f"{row['kb']:<24}{row['ingested']:>9}{row['failed']:>8}{row['skipped']:>8}"
                    f"{row['deleted']:>8}{row['pending']:>8}{row['chunks']:>9}  {last}")
-    for problem in problems:
-        typer.echo(f"  {problem['status']:<8} {problem['object_key']}: {problem['error_type']}: {problem['failure_reason']}")
+    from quivr_pipelines.core.keys import printable
+
+    for problem in problems:  # keys and reasons come from files: never raw escapes to the terminal
+        typer.echo(f"  {problem['status']:<8} {printable(problem['object_key'])}: {problem['error_type']}: "
+                   f"{printable(problem['failure_reason'])}")
 
 
 @app.command()
@@ -201,6 +223,7 @@ def search(
     mode: SearchModeChoice = typer.Option(SearchModeChoice.hybrid, help="Search mode."),
 ):
     """Search a KB from the command line (the query service offers the same over HTTP)."""
+    from quivr_pipelines.core.keys import printable
     from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, search_kb
     from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 
@@ -213,7 +236,7 @@ def search(
     for hit in hits:
         page = f" p.{hit.payload.get('page_number')}" if hit.payload.get("page_number") else ""
         text = " ".join(hit.payload.get("text", "").split())[:200]
-        typer.echo(f"{hit.score:.4f}  {hit.payload.get('document_key')}{page}\n        {text}")
+        typer.echo(f"{hit.score:.4f}  {printable(hit.payload.get('document_key'))}{page}\n        {printable(text)}")
 
 
 def _eval_dataset(value: str) -> str:
@@ -302,18 +325,34 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, min=1, max=65535),
     workers: int = typer.Option(None, min=1, help="uvicorn worker processes (default QUIVR_SERVICE_WORKERS)."),
+    tls_cert: Path = typer.Option(None, help="PEM certificate (chain): serve HTTPS, TLS 1.2 minimum "
+                                             "(default QUIVR_SERVICE_TLS_CERT)."),
+    tls_key: Path = typer.Option(None, help="PEM private key of --tls-cert (default QUIVR_SERVICE_TLS_KEY)."),
 ):
     """Run the query service (search and ask over HTTP) on the configured KBs."""
     import tempfile
 
-    import uvicorn
+    from quivr_pipelines.service import server
 
     settings = _settings()
+    tls_cert = tls_cert or settings.service_tls_cert
+    tls_key = tls_key or settings.service_tls_key
+    try:
+        server.check_tls_files(tls_cert, tls_key)
+    except server.TLSFileError as exc:
+        _fail(str(exc))
     workers = workers or settings.service_workers
-    if workers > 1 and not settings.qdrant_url:
-        typer.echo(f"the embedded vector store is opened by one process at a time: serving with 1 worker "
-                   f"instead of {workers} (set QUIVR_QDRANT_URL to a Qdrant server for more)", err=True)
-        workers = 1
+    if not settings.qdrant_url:
+        from quivr_pipelines.core.vectorstore.handoff import StoreServed, claim_for_serving
+
+        if workers > 1:
+            typer.echo(f"the embedded vector store is opened by one process at a time: serving with 1 worker "
+                       f"instead of {workers} (set QUIVR_QDRANT_URL to a Qdrant server for more)", err=True)
+            workers = 1
+        try:  # held (descriptor open) until this process exits; it is the only worker
+            claim_for_serving(settings.qdrant_dir)
+        except StoreServed as exc:
+            _fail(str(exc))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its metrics there; /metrics aggregates them (multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quivr-metrics-")
@@ -327,8 +366,12 @@ def serve(
     # uvicorn handles SIGTERM while it serves, then restores the handler it found and raises the
     # signal again: that handler must exit through atexit (pgserver stops the server there).
     exit_cleanly_on_sigterm()
-    uvicorn.run("quivr_pipelines.service.app:create_app", factory=True, host=host, port=port,
-                workers=workers, access_log=False, proxy_headers=True, timeout_graceful_shutdown=30)
+    server.run(server.ServiceConfig(
+        "quivr_pipelines.service.app:create_app", factory=True, host=host, port=port, workers=workers,
+        access_log=False, proxy_headers=True, timeout_graceful_shutdown=30,
+        timeout_keep_alive=settings.service_keep_alive_seconds,
+        timeout_headers=settings.service_header_timeout_seconds,
+        ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None))
 
 
 @keys_app.command("create")
@@ -337,7 +380,8 @@ def keys_create(
     role: RoleChoice = typer.Option(RoleChoice.viewer, help="What the key may do."),
     kb: list[str] = typer.Option(None, "--kb", callback=_kb_names,
                                  help="A KB the key may query (repeat); none: every KB."),
-    expires_in_days: float = typer.Option(None, min=0, help="Expiry; default: never."),
+    expires_in_days: float = typer.Option(None, callback=_positive_days,
+                                          help="Days until the key expires (> 0); default: never."),
     rate_limit_per_minute: float = typer.Option(None, min=0, help="Per-key override of QUIVR_RATE_LIMIT_PER_MINUTE (0: no limit)."),
     rate_limit_burst: int = typer.Option(None, min=1, help="Per-key override of QUIVR_RATE_LIMIT_BURST."),
 ):
@@ -367,6 +411,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")):
 
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
+    from quivr_pipelines.core.keys import printable
 
     db = open_database(_settings())
     try:
@@ -385,7 +430,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")):
     for row in rows:
         kbs = row["kbs"] if isinstance(row["kbs"], str) else ",".join(row["kbs"])
         typer.echo(f"{row['id']:<18}{row['role']:<8}{row['state']:<9}{row['expires_at'] or 'never':<27}"
-                   f"{kbs:<24}{row['name']}")
+                   f"{kbs:<24}{printable(row['name'])}")
 
 
 @keys_app.command("revoke")
