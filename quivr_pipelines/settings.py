@@ -9,9 +9,50 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quivr_pipelines.core.parsing.guards import ParseLimits
+
+# Asymmetric JWS algorithms only: `none` is no signature and HS* with a public key as the secret
+# is the classic key-confusion forgery.
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+ROLES = ("viewer", "editor", "admin")  # as core/catalog/api_keys.ROLES
+
+
+def _oidc_algorithms(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+    refused = [a for a in names if a not in OIDC_ALGORITHMS]
+    if refused or not names:
+        raise ValueError(f"QUIVR_OIDC_ALGORITHMS: {', '.join(refused) or 'empty'} refused; "
+                         f"allowed: {', '.join(OIDC_ALGORITHMS)}")
+    return names
+
+
+def _oidc_role_map(text: str) -> tuple[tuple[str, str], ...]:
+    """`claim-value=role,...`; `*=role` gives every valid token that role (at least)."""
+    rules = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        value, sep, role = (part.strip() for part in item.rpartition("="))
+        if not sep or not value or role not in ROLES:
+            raise ValueError(f"QUIVR_OIDC_ROLE_MAP: {item!r} is not `claim-value=role` with a role of "
+                             f"{', '.join(ROLES)}")
+        rules.append((value, role))
+    return tuple(rules)
+
+
+def oidc_fetch_url_problem(url: str) -> str | None:
+    """Keys fetched over plain HTTP could be swapped on the way: HTTPS, or HTTP on loopback only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return f"{url!r} is not an https:// URL (plain http is allowed on loopback only)"
 
 
 class Settings(BaseSettings):
@@ -24,6 +65,7 @@ class Settings(BaseSettings):
     # Object storage: a local folder by default, S3 (or MinIO/R2) in production.
     object_store: Literal["local", "s3"] = "local"
     local_root: Path | None = None
+    local_allow_hardlinks: bool = False  # read files with st_nlink > 1 (their other names may be outside)
     s3_bucket: str | None = None
     s3_prefix: str = ""
     s3_region: str | None = None
@@ -50,6 +92,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     database_pool_size: int = Field(default=5, ge=1, le=100)
     database_schema: str = "quivr"
+    database_pool_timeout_seconds: float = Field(default=3.0, gt=0)  # wait for a connection, then 503
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)  # one connection attempt
 
     # Ingestion limits and chunking defaults (a KB may override the chunk sizes).
     max_upload_size_mb: float = Field(
@@ -59,8 +103,18 @@ class Settings(BaseSettings):
     chunk_new_after_characters: int = Field(default=1200, ge=50)
     chunk_combine_under_characters: int = Field(default=200, ge=0)
     chunk_overlap_characters: int = Field(default=0, ge=0)
+    # PII handling a new KB starts with (`kb set --pii` changes a KB's): off, detect, mask.
+    pii: Literal["off", "detect", "mask"] = "off"
     documents_per_run: int = Field(default=100, ge=1)
     parse_workers: int | None = Field(default=None, ge=1)  # None: one per core
+    # Each document's parse limits (README, "Bounded parsing"); defaults measured, in core/parsing/guards.py.
+    parse_timeout_seconds: float = Field(default=ParseLimits.timeout_seconds, gt=0)  # then parse_timeout
+    parse_memory_mb: int = Field(default=ParseLimits.memory_mb, ge=512)  # a worker's address space; then too_complex
+    parse_max_uncompressed_mb: float = Field(default=ParseLimits.max_uncompressed_mb, gt=0)  # ZIP packages
+    parse_max_compression_ratio: float = Field(default=ParseLimits.max_compression_ratio, gt=1)
+    parse_max_archive_members: int = Field(default=ParseLimits.max_archive_members, ge=1)
+    parse_max_cells: int = Field(default=ParseLimits.max_cells, ge=1)  # XLSX dimensions, CSV/TSV cells
+    parse_max_line_characters: int = Field(default=ParseLimits.max_line_characters, ge=1)  # text-like files
 
     # Object-store sync (object_store_sensor).
     sync_delete_after_misses: int = Field(default=2, ge=1)
@@ -90,11 +144,34 @@ class Settings(BaseSettings):
     service_workers: int = Field(default=1, ge=1, le=64)  # forced to 1 on the embedded store
     rate_limit_per_minute: float = Field(default=120, ge=0)  # per API key; 0: no limit
     rate_limit_burst: int = Field(default=30, ge=1)
+    # Requests without a usable key, per client address and process (service/ratelimit.py).
+    anon_rate_limit_per_minute: float = Field(default=60, ge=0)  # 0: no limit
+    anon_rate_limit_burst: int = Field(default=30, ge=1)
+    anon_rate_limit_clients: int = Field(default=10_000, ge=1)  # addresses tracked (LRU, bounded memory)
+    service_expose_source_uri: bool = False  # false: clients see the KB-relative key, not server paths
     query_cache_size: int = Field(default=2048, ge=0)  # result cache entries; 0: off
     query_cache_ttl_seconds: float = Field(default=300, gt=0)
     query_embedding_cache_size: int = Field(default=8192, ge=0)  # query vectors; 0: off
     query_embedding_cache_ttl_seconds: float = Field(default=3600, gt=0)
     audit_flush_seconds: float = Field(default=1.0, gt=0)  # audit/usage rows are written in batches
+    service_tls_cert: Path | None = None  # PEM certificate (chain): serve HTTPS itself, TLS 1.2+
+    service_tls_key: Path | None = None  # its PEM private key
+    service_header_timeout_seconds: float = Field(default=10.0, gt=0)  # a request's headers must arrive in this
+    service_keep_alive_seconds: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after
+
+    # OAuth2 users: JWT bearer tokens of one OIDC issuer (service/oidc.py); unset issuer: API keys only.
+    oidc_issuer: str | None = None  # must equal the tokens' `iss` exactly
+    oidc_audience: str | None = None  # required with an issuer; comma-separated: any of them
+    oidc_jwks_url: str | None = None  # unset: jwks_uri of {issuer}/.well-known/openid-configuration
+    oidc_algorithms: str = "RS256,ES256"  # asymmetric only: never `none`, never HS*
+    oidc_role_claim: str = "roles"  # claim name or dotted path, e.g. realm_access.roles
+    oidc_role_map: str = "quivr-admin=admin,quivr-editor=editor,quivr-viewer=viewer"  # `*=viewer`: fallback
+    oidc_kbs_claim: str = "quivr_kbs"  # claim listing the KBs a user may read (`*`: every KB)
+    oidc_kbs_prefix: str = ""  # only values with this prefix name KBs (the prefix is removed)
+    oidc_leeway_seconds: float = Field(default=30, ge=0, le=600)  # clock skew allowed on exp/nbf/iat
+    oidc_jwks_ttl_seconds: float = Field(default=600, gt=0)  # keys are refetched after this
+    oidc_jwks_min_refresh_seconds: float = Field(default=30, ge=0)  # at most one fetch per this (unknown kid)
+    oidc_jwks_timeout_seconds: float = Field(default=5, gt=0, le=60)  # one JWKS/discovery fetch, in total
 
     @property
     def inbox_dir(self) -> Path:
@@ -112,7 +189,43 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_size_mb * 1024 * 1024)
 
+    @property
+    def oidc_algorithm_list(self) -> tuple[str, ...]:
+        return _oidc_algorithms(self.oidc_algorithms)
+
+    @property
+    def oidc_role_rules(self) -> tuple[tuple[str, str], ...]:
+        return _oidc_role_map(self.oidc_role_map)
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _check_oidc_algorithms(cls, value: str) -> str:
+        _oidc_algorithms(value)
+        return value
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _check_oidc_role_map(cls, value: str) -> str:
+        _oidc_role_map(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_audience or "").strip(","):
+            raise ValueError("QUIVR_OIDC_ISSUER needs QUIVR_OIDC_AUDIENCE (tokens of any client would pass)")
+        if self.oidc_issuer:
+            url = self.oidc_jwks_url or self.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+            problem = oidc_fetch_url_problem(url)
+            if problem:
+                raise ValueError(f"QUIVR_OIDC_JWKS_URL / QUIVR_OIDC_ISSUER: {problem}")
+        return self
+
 
 def get_settings() -> Settings:
-    """Read the environment now (cheap); callers keep the result for the length of their work."""
-    return Settings()
+    """Read the environment now (cheap); callers keep the result for the length of their work.
+    Its secrets are registered for redaction from every log line and error (core/redaction.py)."""
+    from quivr_pipelines.core.redaction import protect
+
+    settings = Settings()
+    protect(settings)
+    return settings

@@ -11,7 +11,7 @@ from quivr_pipelines.service.dependencies import get_service, kb_reader
 from quivr_pipelines.service.schemas import AskRequest, AskResponse, ErrorResponse, SearchRequest, SearchResponse
 from quivr_pipelines.service.service import QueryService
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)}
 router = APIRouter()
 
 
@@ -40,13 +40,17 @@ def ask(kb: str, body: AskRequest, key: ApiKey = Depends(kb_reader),
 
 
 @router.get("/health")
-def health():
+async def health():
+    """On the event loop, not in the threadpool: liveness must not queue behind slow searches
+    (a sync route waited ~27 s for a thread with 45 searches in flight)."""
     return {"status": "ok"}
 
 
 @router.get("/ready")
-def ready(service: QueryService = Depends(get_service)):
-    checks = service.check_ready()
+async def ready(service: QueryService = Depends(get_service)):
+    """The checks block (database round trip, store call), so they run on a small executor of
+    the service's own, not in the request threadpool that searches can fill."""
+    checks = await service.run_probe(service.check_ready)
     ok = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
                         status_code=200 if ok else 503)

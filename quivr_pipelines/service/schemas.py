@@ -1,4 +1,9 @@
-"""Request and response bodies of the query API (the contract the load tester is written against)."""
+"""Request and response bodies of the query API (the contract the load tester is written against).
+
+Request models are strict (`strict=True`): JSON has numbers and booleans, so `"top_k": "5"`,
+`"stream": "yes"` or `"temperature": "0.5"` are a client bug to report (422), not to guess at.
+The one exception is datetimes, which JSON can only send as strings (ISO 8601).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class Filters(BaseModel):
     """Payload filters inside the KB; the KB itself is always forced by the server."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     document_key_prefix: str | None = Field(default=None, min_length=1, max_length=1024)
     content_types: list[str] | None = Field(default=None, max_length=32)
-    ingested_after: datetime | None = None
-    ingested_before: datetime | None = None
+    ingested_after: datetime | None = Field(default=None, strict=False)  # JSON sends ISO strings
+    ingested_before: datetime | None = Field(default=None, strict=False)
 
     @field_validator("content_types")
     @classmethod
@@ -27,7 +32,7 @@ class Filters(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1)
     top_k: int = Field(default=5, ge=1, le=50)

@@ -23,14 +23,17 @@ Caches (per process, bounded, TTL):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from quivr_pipelines.core import sparse
 from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.events import event_logger
 from quivr_pipelines.core.keys import KB_NAME_PATTERN
 from quivr_pipelines.core.llm import (
     EXTRACTIVE_NOTE,
@@ -68,6 +71,14 @@ class VectorStoreUnavailable(RuntimeError):
     """The vector store failed (server down, store busy): 503, the request can be retried."""
 
 
+class EmbedderStarting(LLMError):
+    """The embedding provider has not answered since start-up: 503 with Retry-After, not 500."""
+
+    def __init__(self):
+        super().__init__("the embedding provider is not reachable yet (its start-up probe keeps failing); "
+                         "retry shortly", 503, 5)
+
+
 @dataclass(frozen=True)
 class Retrieved:
     results: list[SearchResult]
@@ -88,10 +99,14 @@ def scoped_filter(kb: str, filters: Filters | None) -> SearchFilter:
     )
 
 
-def _result(hit) -> SearchResult:
+def _result(hit, expose_source_uri: bool = False) -> SearchResult:
+    """`source_uri` is the stored URI (file:///srv/..., s3://bucket/...) only when the deployment
+    opts in (QUIVR_SERVICE_EXPOSE_SOURCE_URI): by default clients see the KB-relative document
+    key, so no server path, bucket or prefix leaks through results or citations."""
     p = hit.payload
+    source_uri = p.get("source_uri") if expose_source_uri else p.get("document_key")
     return SearchResult(text=p.get("text", ""), score=float(hit.score), document_key=p.get("document_key"),
-                        page_number=p.get("page_number"), source_uri=p.get("source_uri"),
+                        page_number=p.get("page_number"), source_uri=source_uri,
                         chunk_index=p.get("chunk_index"), content_type=p.get("content_type"),
                         section_title=p.get("section_title"))
 
@@ -113,25 +128,73 @@ class QueryService:
         self.results = TTLCache(settings.query_cache_size, settings.query_cache_ttl_seconds)
         self.vectors = TTLCache(settings.query_embedding_cache_size, settings.query_embedding_cache_ttl_seconds)
         self._fingerprint_lock = threading.Lock()
+        self._started: set[str] = set()  # dependencies up (see start)
+        self._start_errors: dict[str, str] = {}
+        self._first_round = threading.Event()
+        self._stopping = threading.Event()
+        self._probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quivr-probe")
 
     @classmethod
     def from_settings(cls, settings, metrics: Metrics) -> QueryService:
-        from quivr_pipelines.core.factory import build_embedder, build_vector_store, open_database
+        """Builds every client without reaching any dependency: the pool connects in the
+        background and `start()` does the rest, so a database or an embedding provider that is
+        down at start-up makes the service not ready (503) instead of failing to start."""
+        from quivr_pipelines.core.catalog.database import open_database
+        from quivr_pipelines.core.factory import build_embedder, build_vector_store
         from quivr_pipelines.core.llm import build_llm
 
-        db = open_database(settings)
+        db = open_database(settings, migrate=False)
         store = build_vector_store(settings, keep_open=True)
         embedder = build_embedder(settings)
         return cls(settings, db, store, embedder, build_llm(settings), metrics,
-                   BatchWriter(db, settings.audit_flush_seconds))
+                   BatchWriter(db, settings.audit_flush_seconds, metrics))
 
-    def warm_up(self) -> None:
-        """The local model's first inference is several times slower: pay it before serving."""
+    def start(self, wait_seconds: float = 10.0) -> None:
+        """Bring the dependencies up: migrations (they need the database) and the embedder
+        (the local model's first inference is several times slower, so it is paid here; an
+        OpenAI embedder without configured dimensions probes them). A background thread
+        retries whatever failed (1 s, doubling to 5 s) until everything is up; this returns
+        when the first round is done or after `wait_seconds`, whichever comes first."""
+        self._starter = threading.Thread(target=self._start_dependencies, daemon=True,
+                                         name="quivr-service-start")
+        self._starter.start()
+        self._first_round.wait(wait_seconds)
+
+    def _start_dependencies(self) -> None:
+        steps = {"database": self.db.migrate, "embedder": self._start_embedder}
+        delay = 1.0
+        while not self._stopping.is_set():
+            for name, step in list(steps.items()):
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - reported by /ready, retried here
+                    self._start_errors[name] = type(exc).__name__
+                    event_logger().warning("dependency_unavailable", dependency=name,
+                                           error_type=type(exc).__name__, retry_in_seconds=delay)
+                else:
+                    self._start_errors.pop(name, None)
+                    self._started.add(name)
+                    del steps[name]
+            self._first_round.set()
+            if not steps:
+                return
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def not_started(self) -> dict[str, str]:
+        """Dependencies whose start failed so far, with the error type."""
+        return dict(self._start_errors)
+
+    def _start_embedder(self) -> None:
+        with self._fingerprint_lock:
+            self.embedder.fingerprint  # noqa: B018 - an OpenAI embedder may probe its dimensions
         if self.embedder.provider == "local":
             self.embedder.embed(["warm up"])
 
     def close(self) -> None:
         """Audit and usage rows first (they need the database), then the store and the pool."""
+        self._stopping.set()
+        self._probes.shutdown(wait=False)
         try:
             self.writer.close()
         finally:
@@ -141,19 +204,30 @@ class QueryService:
                 self.db.close()
 
     # -- readiness -------------------------------------------------------------------------------
+    async def run_probe(self, fn):
+        """Run a blocking probe on the service's own two threads (see router.ready)."""
+        return await asyncio.get_running_loop().run_in_executor(self._probes, fn)
+
     def check_ready(self) -> dict[str, str]:
+        """Each dependency's state, named without its error message (this is unauthenticated:
+        messages can carry hosts, users or a provider's echo of a key); the log has the rest."""
         checks = {}
         try:
-            with self.db.pool.connection(timeout=3) as conn:
+            with self.db.pool.connection(timeout=min(3.0, self.settings.database_pool_timeout_seconds)) as conn:
                 conn.execute("SELECT 1")
-            checks["database"] = "ok"
+            checks["database"] = "ok" if "database" in self._started else "starting: migrations not applied yet"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+            checks["database"] = f"unreachable ({type(exc).__name__})"
+        if "embedder" in self._started:
+            checks["embedder"] = "ok"
+        else:
+            error = self._start_errors.get("embedder")
+            checks["embedder"] = f"unreachable ({error})" if error else "starting"
         try:
             self.store.list_collections()
             checks["vector_store"] = "ok"
         except Exception as exc:  # noqa: BLE001
-            checks["vector_store"] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+            checks["vector_store"] = f"unreachable ({type(exc).__name__})"
         return checks
 
     # -- retrieval -------------------------------------------------------------------------------
@@ -170,11 +244,12 @@ class QueryService:
         except (StoreBusy, FingerprintMismatch):
             raise
         except Exception as exc:  # any store failure is the same to the caller
-            raise VectorStoreUnavailable(f"vector store error: {type(exc).__name__}: {exc}") from exc
+            raise VectorStoreUnavailable(f"vector store unavailable ({type(exc).__name__})") from exc
 
     def _embedder_fingerprint(self) -> str:
-        with self._fingerprint_lock:  # an OpenAI embedder may probe its dimensions once
-            return self.embedder.fingerprint
+        if "embedder" not in self._started:  # its start-up probe is still failing: fail fast
+            raise EmbedderStarting()
+        return self.embedder.fingerprint
 
     def generation(self, kb: str) -> str:
         with self.db.transaction() as conn:
@@ -194,7 +269,8 @@ class QueryService:
         try:
             batch = self.embedder.embed([query])
         except Exception as exc:  # openai errors become 502/503/504, others 502
-            raise as_provider_error(exc, getattr(self.settings, "openai_max_retries", 0), "embedding") from exc
+            raise as_provider_error(exc, getattr(self.settings, "openai_max_retries", 0), "embedding",
+                                    self.embedder.provider) from exc
         vector = batch.vectors[0].tolist()
         self.vectors.set(cache_key, vector)
         self.metrics.embedding_tokens.labels(model).inc(batch.tokens)
@@ -221,8 +297,9 @@ class QueryService:
         except StoreBusy:
             raise
         except Exception as exc:
-            raise VectorStoreUnavailable(f"vector store error: {type(exc).__name__}: {exc}") from exc
-        results = [_result(hit) for hit in hits if hit.payload.get("kb") == kb]  # belt and braces
+            raise VectorStoreUnavailable(f"vector store unavailable ({type(exc).__name__})") from exc
+        expose = self.settings.service_expose_source_uri
+        results = [_result(hit, expose) for hit in hits if hit.payload.get("kb") == kb]  # belt and braces
         self.metrics.retrieval_duration.labels(req.mode).observe(time.perf_counter() - started)
         self.metrics.results_count.observe(len(results))
         self.results.set(cache_key, results)

@@ -123,11 +123,11 @@ def test_the_readme_curl_examples_run_as_written(handbook):
 
 
 def test_the_readme_examples_would_fail_without_a_json_content_type(handbook):
-    """What the examples looked like before: curl -d sends a form content type; FastAPI says 422."""
+    """What the examples looked like before: curl -d sends a form content type: 415, naming the fix."""
     command = ("curl -s localhost:8000/v1/kbs/handbook/search -H \"Authorization: Bearer $KEY\" "
                "-d '{\"query\": \"parental leave\"}'")
     status, body = run_curl(handbook, command)
-    assert status == 422, body
+    assert status == 415 and "application/json" in json.loads(body)["detail"], body
 
 
 def test_the_readme_configuration_table_matches_the_settings():
