@@ -3,6 +3,10 @@
 One line per event, e.g. {"event": "ingestion_failed", "filename": ..., "error_type": ...,
 "error_message": ..., "kb": ..., "timestamp": ...}: grep-able, and shipped as-is by any log stack.
 
+Every value of every event is redacted (`core.redaction`: known secrets and key-like patterns)
+before it is rendered, and building the logger installs the same redaction on every stdlib log
+record of the process.
+
 The event logger is a private structlog logger with its own processors: structlog's global
 configuration (`structlog.configure`) belongs to the host application (Dagster, the query
 service's host, a notebook) and is neither read nor changed here.
@@ -15,6 +19,8 @@ import logging
 import sys
 
 import structlog
+
+from quivr_pipelines.core import redaction
 
 LOGGER_NAME = "quivr_pipelines.events"
 
@@ -37,6 +43,7 @@ class _CurrentStderrHandler(logging.StreamHandler):
 def event_logger() -> structlog.stdlib.BoundLogger:
     """The events logger, built once: one handler on `quivr_pipelines.events`, not propagated
     (the line is already the whole event; a root handler would print it a second time)."""
+    redaction.install_log_redaction()
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(LOGGER_NAME)
@@ -48,6 +55,7 @@ def event_logger() -> structlog.stdlib.BoundLogger:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redaction.structlog_processor,  # before rendering: JSON escaping would hide a secret's text
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         context={},
