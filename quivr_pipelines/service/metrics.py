@@ -40,6 +40,20 @@ class Metrics:
                                         ["model"], registry=r)
         self.cache = Counter("quivr_query_cache", "Cache lookups by cache and result",
                              ["cache", "result"], registry=r)
+        # The audit/usage batch writer (service/writer.py): a growing backlog or any refused row
+        # is worth an alert; the log says which row and why.
+        self.audit_backlog = Gauge("quivr_audit_backlog_rows", "Audit/usage rows queued, not yet written",
+                                   registry=r, multiprocess_mode="livesum")
+        self.audit_written = Counter("quivr_audit_rows_written", "Audit/usage rows written, by table",
+                                     ["table"], registry=r)
+        self.audit_refused = Counter("quivr_audit_rows_refused",
+                                     "Audit/usage rows the database refused, isolated into audit_poison",
+                                     ["table"], registry=r)
+        self.audit_dropped = Counter("quivr_audit_rows_dropped",
+                                     "Audit/usage rows lost (backlog over its bound, or unrecordable)", registry=r)
+        self.audit_flush_failures = Counter("quivr_audit_flush_failures",
+                                            "Writer flushes that failed and are retried (database unreachable)",
+                                            registry=r)
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
