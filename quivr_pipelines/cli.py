@@ -388,6 +388,7 @@ def keys_create(
     """Create an API key and print it once (only its hash is stored)."""
     from datetime import datetime, timedelta
 
+    from quivr_pipelines.core import audit
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
 
@@ -396,6 +397,10 @@ def keys_create(
     try:
         key, raw = api_keys.create_key(db, name, RoleChoice(role).value, kb or None, expires,
                                        rate_limit_per_minute, rate_limit_burst)
+        audit.record(db, actor=audit.cli_actor(), action="keys.create", target=key.id, outcome="ok",
+                     detail={"name": key.name, "role": key.role, "kbs": list(key.kbs) if key.kbs else "all",
+                             "expires_at": key.expires_at, "rate_limit_per_minute": rate_limit_per_minute,
+                             "rate_limit_burst": rate_limit_burst})
     finally:
         db.close()
     typer.echo(f"created {key.id} ({key.role}, KBs: {', '.join(key.kbs) if key.kbs else 'all'}, "
@@ -436,12 +441,15 @@ def keys_list(as_json: bool = typer.Option(False, "--json")):
 @keys_app.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `keys list`).")):
     """Revoke an API key: its next request gets 401."""
+    from quivr_pipelines.core import audit
     from quivr_pipelines.core.catalog import api_keys
     from quivr_pipelines.core.factory import open_database
 
     db = open_database(_settings())
     try:
         revoked = api_keys.revoke_key(db, key_id)
+        audit.record(db, actor=audit.cli_actor(), action="keys.revoke", target=key_id,
+                     outcome="ok" if revoked else "not_found")
     finally:
         db.close()
     if not revoked:
