@@ -1,11 +1,21 @@
-"""Request dependencies: the service instance, the caller's API key (401/429) and KB access (403)."""
+"""Request dependencies: the service instance, the caller (401/429/503) and KB access (403).
+
+The caller is an API key or, with QUIVR_OIDC_ISSUER set, an OIDC user presenting a JWT (told
+apart by shape: three base64url segments, never the `qvr_` prefix of API keys). Both become an
+`ApiKey` record (a JWT user's id is `oidc:<sub>`), so KB authorization, the audit row's key id
+and the usage ledger treat them alike.
+"""
 
 from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
 
 from fastapi import Depends, HTTPException, Path, Request
 
 from quivr_pipelines.core.catalog import api_keys
 from quivr_pipelines.core.catalog.api_keys import ApiKey
+from quivr_pipelines.service import oidc
 from quivr_pipelines.service.middleware import STATE_KEY
 from quivr_pipelines.service.service import QueryService
 
@@ -35,6 +45,8 @@ def require_key(request: Request, service: QueryService = Depends(get_service)) 
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                             headers=BEARER)
     settings = service.settings
+    if settings.oidc_issuer and oidc.looks_like_jwt(raw):
+        return _require_oidc_user(request, raw, _verifier(request, settings))
     result = api_keys.authenticate(service.db, raw, settings.rate_limit_per_minute, settings.rate_limit_burst)
     if result is None:
         raise HTTPException(401, "invalid API key", headers=BEARER)
@@ -56,5 +68,45 @@ def kb_reader(kb: str = Path(..., max_length=128), key: ApiKey = Depends(require
     if ROLE_RANK.get(key.role, -1) < ROLE_RANK["viewer"]:
         raise HTTPException(403, f"role {key.role!r} may not query")
     if not key.allows(kb):
-        raise HTTPException(403, f"API key {key.id} has no access to knowledge base {kb!r}")
+        who = "OIDC user" if key.id.startswith("oidc:") else "API key"
+        raise HTTPException(403, f"{who} {key.id} has no access to knowledge base {kb!r}")
     return key
+
+
+_VERIFIER_LOCK = threading.Lock()
+
+
+def _verifier(request: Request, settings) -> oidc.OidcVerifier:
+    """One verifier (JWKS cache, subject buckets) per app and settings, made on first use: the
+    service starts, and serves API keys, with the issuer down."""
+    verifier = getattr(request.app.state, "oidc", None)
+    if verifier is None or verifier.settings is not settings:
+        with _VERIFIER_LOCK:
+            verifier = getattr(request.app.state, "oidc", None)
+            if verifier is None or verifier.settings is not settings:
+                verifier = request.app.state.oidc = oidc.OidcVerifier(settings)
+    return verifier
+
+
+def _require_oidc_user(request: Request, raw: str, verifier: oidc.OidcVerifier) -> ApiKey:
+    """401 names what failed (RFC 6750 `error="invalid_token"`); 503 + Retry-After when the
+    issuer's keys cannot be had; 403 for a valid token that maps to no role; 429 per subject."""
+    try:
+        user = verifier.verify(raw)
+    except oidc.TokenInvalid as exc:
+        detail = str(exc).replace('"', "'").replace("\\", "/")
+        raise HTTPException(401, f"invalid bearer token: {exc}", headers={
+            "WWW-Authenticate": f'Bearer realm="quivr", error="invalid_token", error_description="{detail}"'
+        }) from None
+    except oidc.IssuerUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    request.scope.setdefault("state", {}).setdefault(STATE_KEY, {})["key_id"] = user.id
+    if user.role is None:
+        raise HTTPException(403, f"token of {user.id} maps to no role (claim "
+                                 f"{verifier.settings.oidc_role_claim!r}, QUIVR_OIDC_ROLE_MAP)")
+    retry = verifier.buckets.take(user.id)
+    if retry:
+        raise HTTPException(429, f"rate limit of {user.id} exceeded; retry in {retry} s",
+                            headers={"Retry-After": str(retry)})
+    return ApiKey(id=user.id, name=user.name, role=user.role, kbs=user.kbs,
+                  created_at=user.issued_at or datetime.now(UTC), expires_at=user.expires_at, revoked_at=None)
