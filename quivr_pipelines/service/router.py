@@ -47,9 +47,11 @@ async def health():
 
 
 @router.get("/ready")
-async def ready(service: QueryService = Depends(get_service)):
+async def ready(request: Request):
     """The checks block (database round trip, store call), so they run on a small executor of
-    the service's own, not in the request threadpool that searches can fill."""
+    the service's own, not in the request threadpool that searches can fill (nor does the
+    service come from a sync dependency: FastAPI would run that in the threadpool too)."""
+    service: QueryService = request.app.state.service
     checks = await service.run_probe(service.check_ready)
     ok = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},

@@ -63,19 +63,35 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 
 class Database:
-    """A small connection pool with every connection pinned to the catalog schema."""
+    """A small connection pool with every connection pinned to the catalog schema.
 
-    def __init__(self, dsn: str, schema: str = "quivr", pool_size: int = 5, migrate: bool = True):
+    Waits are bounded so an outage answers fast instead of holding request threads:
+    `pool_timeout` is how long a caller waits for a connection (psycopg_pool's default, 30 s,
+    made every keyed request hang that long with PostgreSQL down), `connect_timeout` bounds one
+    connection attempt (a blackholed host otherwise waits for TCP's SYN retries, ~2 minutes).
+    Recovery: the pool's background reconnection backs off exponentially (1, 2, 4, ... s), so
+    after a one-minute outage the next attempt could be a minute away; giving up after
+    `reconnect_timeout` instead lets the next waiting caller start a fresh attempt at once.
+    Every connection is checked when it is handed out (one empty round trip), so connections
+    that died with a restarted server are replaced instead of failing a request each.
+    """
+
+    def __init__(self, dsn: str, schema: str = "quivr", pool_size: int = 5, migrate: bool = True,
+                 pool_timeout: float = 3.0, connect_timeout: float = 5.0):
         if not SCHEMA_PATTERN.match(schema):
             raise ValueError(f"invalid schema name {schema!r}")
         self.schema = schema
         self.dsn = dsn
+        self.connect_timeout = connect_timeout
         self.pool = ConnectionPool(
             dsn,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": False},
+            kwargs={"autocommit": False, "connect_timeout": _connect_timeout(connect_timeout)},
             configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=pool_timeout,
+            reconnect_timeout=max(pool_timeout, connect_timeout, 1.0),
             open=True,
             name="quivr-catalog",
         )
@@ -94,7 +110,7 @@ class Database:
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, once, even with several processes starting at once."""
-        return apply_migrations(self.dsn, self.schema)
+        return apply_migrations(self.dsn, self.schema, self.connect_timeout)
 
     def schema_version(self) -> int:
         with self.transaction() as conn:
@@ -105,10 +121,15 @@ class Database:
         self.pool.close()
 
 
-def apply_migrations(dsn: str, schema: str) -> list[int]:
+def _connect_timeout(seconds: float) -> int:
+    """libpq takes whole seconds and treats 0 as "wait forever" (and 1 as 2)."""
+    return max(2, round(seconds))
+
+
+def apply_migrations(dsn: str, schema: str, connect_timeout: float = 10.0) -> list[int]:
     """Apply pending migrations in order, once, even with several processes starting at once."""
     applied_now = []
-    with psycopg.connect(dsn, autocommit=False) as conn:
+    with psycopg.connect(dsn, autocommit=False, connect_timeout=_connect_timeout(connect_timeout)) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('quivr_pipelines_migrations'))")
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET LOCAL search_path TO "{schema}", public')
@@ -137,10 +158,12 @@ def migrate_once(dsn: str, schema: str) -> None:
     apply_migrations(dsn, schema)
 
 
-def open_database(settings) -> Database:
+def open_database(settings, migrate: bool = True) -> Database:
     dsn = (
         settings.database_url.get_secret_value()
         if settings.database_url
         else embedded_postgres_dsn(settings.postgres_dir)
     )
-    return Database(dsn, schema=settings.database_schema, pool_size=settings.database_pool_size)
+    return Database(dsn, schema=settings.database_schema, pool_size=settings.database_pool_size,
+                    migrate=migrate, pool_timeout=settings.database_pool_timeout_seconds,
+                    connect_timeout=settings.database_connect_timeout_seconds)
