@@ -107,7 +107,8 @@ class _FetchFailed(Exception):
 
 
 class JwksCache:
-    """The issuer's signing keys by kid. Thread-safe; one fetch at a time."""
+    """The issuer's signing keys by kid. Thread-safe; one fetch at a time, made by the request
+    that needs it (no background thread to own)."""
 
     def __init__(self, issuer: str, jwks_url: str | None, *, ttl_seconds: float, min_refresh_seconds: float,
                  timeout_seconds: float, clock: Callable[[], float] = time.monotonic):
@@ -129,8 +130,17 @@ class JwksCache:
         found = self._cached(kid)
         if found is not None:
             return found
-        if not self._lock.acquire(timeout=self.timeout * 2 + 1):
-            raise IssuerUnavailable("OIDC issuer keys are being fetched; retry", retry_after=1)
+        # Only a cold cache waits for a fetch in progress (every token needs it). Otherwise the
+        # request is answered from what is cached (a stale key, or an unknown kid), so a slow
+        # issuer cannot park the request threads behind one fetch.
+        if self._keys is None:
+            acquired = self._lock.acquire(timeout=self.timeout * 2 + 1)
+        else:
+            acquired = self._lock.acquire(blocking=False)
+        if not acquired:
+            if self._keys is None:
+                raise IssuerUnavailable("OIDC issuer keys are still being fetched; retry", retry_after=1)
+            return self._without_fetch(kid)
         try:
             found = self._cached(kid)  # another request may have just fetched
             if found is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
@@ -223,11 +224,21 @@ def test_issuer_unreachable_is_503_with_retry_after_and_recovers(stack):
             assert search(client, token).status_code == 200
             assert issuer.hits["/realms/quivr/.well-known/openid-configuration"] >= 1  # discovered
 
-            issuer.stop()
-            advance(app, 601)  # past QUIVR_OIDC_JWKS_TTL_SECONDS, issuer down: the cached keys serve
-            assert search(client, issuer.token(user_claims(issuer))).status_code == 200
+            # Past QUIVR_OIDC_JWKS_TTL_SECONDS with the issuer hung: one request refreshes (and
+            # times out), the others do not wait for it; the cached keys keep verifying.
+            issuer.stall_seconds = 3
+            advance(app, 601)
+            with ThreadPoolExecutor(4) as pool:
+                codes = list(pool.map(lambda _: search(client, issuer.token(user_claims(issuer))).status_code,
+                                      range(4)))
+            assert codes == [200] * 4 and jwks.fetches == 4
             unknown = search(client, issuer.token(user_claims(issuer), kid="rotated-while-down"))
             assert unknown.status_code == 503 and "signing key 'rotated-while-down' not cached" in unknown.text
+
+            issuer.stop()  # refused now, cooldown over: still served from the cached keys
+            advance(app, 31)
+            assert search(client, issuer.token(user_claims(issuer))).status_code == 200
+            assert jwks.fetches == 5
     finally:
         app.stop()
         issuer.stop()
