@@ -39,7 +39,8 @@ def _presented_key(request: Request) -> str | None:
 
 
 def require_key(request: Request, service: QueryService = Depends(get_service)) -> ApiKey:
-    """One database round trip: the key's state and its token bucket (rate limit across workers)."""
+    """An API key costs one database round trip: its state and its token bucket (rate limit
+    across workers). A JWT (with OIDC configured) costs none: the JWKS is cached in process."""
     raw = _presented_key(request)
     if raw is None:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
