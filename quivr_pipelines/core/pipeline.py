@@ -9,6 +9,7 @@ nothing was done, one catalog row; one document's failure never stops the others
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import re
 import threading
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quivr_pipelines.core import events, sparse
+from quivr_pipelines.core import events, pii, sparse
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
@@ -79,6 +80,10 @@ class _Prepared:
     chunks: list[Chunk]
     parse_seconds: float
     started: float
+    pii_mode: str = pii.PiiMode.OFF
+    chunk_pii: list[dict[str, int]] | None = None  # per chunk, aligned with `chunks` (detect, mask)
+    pii_entities: dict[str, int] | None = None  # the document's total
+    pii_seconds: float = 0.0
 
 
 def collection_name(kb: str, fingerprint: str) -> str:
@@ -187,6 +192,7 @@ class _Batch:
     records: dict[str, DocumentRecord]
     to_parse: dict[str, tuple]  # key -> (info, sha256, started)
     job: ParseJob
+    pii_mode: str = pii.PiiMode.OFF
 
 
 def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbConfig, collection: str,
@@ -207,12 +213,13 @@ def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbC
             if info is None:
                 raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store")
             row = known.get(key)
-            if not force and _unchanged(row, info.etag, ctx.embedder.fingerprint):
+            if not force and _unchanged(row, info.etag, ctx.embedder.fingerprint, config.pii):
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
                 continue
             content = ctx.store.read(kb, key, ctx.max_bytes)
             info, sha = content.info, content.sha256
-            if not force and row and row["sha256"] == sha and _unchanged(row, row["etag"], ctx.embedder.fingerprint):
+            if not force and row and row["sha256"] == sha and _unchanged(row, row["etag"], ctx.embedder.fingerprint,
+                                                                          config.pii):
                 # Touched but identical (a local mtime change, an S3 copy-in-place): record the new etag.
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
                 records[key] = _record_from_row(row, info)
@@ -231,7 +238,7 @@ def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbC
                 continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
     job = parser.submit(payloads, config)
-    return _Batch(kb, collection, list(keys), outcomes, records, to_parse, job)
+    return _Batch(kb, collection, list(keys), outcomes, records, to_parse, job, pii_mode=config.pii)
 
 
 def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]:
@@ -244,17 +251,46 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]
             outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
         else:
             prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, result.seconds, started)
+    for key in _apply_pii(batch.pii_mode, prepared):
+        p = prepared.pop(key)
+        error = IngestionError(ErrorType.PARSE_ERROR, "PII analysis failed; nothing of the document was written")
+        outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
     repository.record_documents(ctx.db, records.values())
     return [outcomes[key] for key in batch.keys]
 
 
-def _unchanged(row: dict | None, etag: str | None, fingerprint: str) -> bool:
+def _apply_pii(mode: str, prepared: dict[str, _Prepared]) -> list[str]:
+    """The step between parsing and embedding: count (detect) or mask (mask) the entities of
+    every chunk text and section title, in place, before anything is embedded or written.
+    Returns the documents whose analysis failed: in `mask` mode they must not be written
+    unmasked, and `detect` treats them alike so a mode never writes what it could not check."""
+    if mode == pii.PiiMode.OFF:
+        return []
+    failed = []
+    for key, p in prepared.items():
+        started = time.perf_counter()
+        try:
+            texts = pii.scrub([c.text for c in p.chunks], mode)
+            titles = sorted({c.section_title for c in p.chunks if c.section_title})
+            masked_titles = dict(zip(titles, (s.text for s in pii.scrub(titles, mode))))
+        except Exception:  # noqa: BLE001 - the document fails with a reason; its text is not logged
+            failed.append(key)
+            continue
+        p.chunks = [dataclasses.replace(c, text=s.text, section_title=masked_titles.get(c.section_title))
+                    for c, s in zip(p.chunks, texts)]
+        p.pii_mode, p.chunk_pii, p.pii_entities = mode, [s.entities for s in texts], pii.total(texts)
+        p.pii_seconds = time.perf_counter() - started
+    return failed
+
+
+def _unchanged(row: dict | None, etag: str | None, fingerprint: str, pii_mode: str = pii.PiiMode.OFF) -> bool:
     if row is None or row["etag"] != etag:
         return False
     if row["status"] == DocumentStatus.INGESTED:
-        return row["embedding_model"] == fingerprint
+        # A document ingested under another PII mode has other texts: not unchanged.
+        return row["embedding_model"] == fingerprint and row.get("pii_mode", pii.PiiMode.OFF) == pii_mode
     return (row["status"] in (DocumentStatus.SKIPPED, DocumentStatus.FAILED)
             and row["error_type"] not in TRANSIENT_ERRORS)
 
@@ -352,6 +388,8 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
             parse_seconds=p.parse_seconds, embed_seconds=embedded.seconds * share,
             write_seconds=write_seconds * share, total_seconds=seconds, collection=collection,
             embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
+            pii_mode=p.pii_mode, pii_entities=p.pii_entities,
+            pii_seconds=p.pii_seconds if p.pii_mode != pii.PiiMode.OFF else None,
         )
 
 
@@ -376,6 +414,7 @@ def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at) -> list[PointRecor
                 "source_uri": source_uri,
                 "ingested_at": ingested_at,
                 "embedding_model": ctx.embedder.fingerprint,
+                **({"pii_entities": p.chunk_pii[i]} if p.chunk_pii is not None else {}),
             },
         )
         for i, chunk in enumerate(p.chunks)

@@ -5,7 +5,9 @@ document; the pipeline then compares sha256 before parsing anything, so an etag 
 content hash (multipart uploads, a local file's mtime) never causes a re-embedding.
 
 A change of embedding model is not a sync concern: re-embedding a KB builds a new collection
-generation (its own job), so the sync compares only the objects themselves.
+generation (its own job), so the sync compares only the objects themselves. A change of the KB's
+PII mode is: the stored texts themselves change (masked or not), so a document ingested under
+another mode than the KB's current one is planned as changed.
 
 Listing is done in passes over the key space, in key order, resumable: `plan_kb(after=...,
 max_objects=...)` covers the keys after `after`, up to a budget, and says where to resume
@@ -62,6 +64,7 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
             break
     plan.listed = len(listing)
     known = repository.get_documents_in_range(db, kb, after, plan.next_after)
+    pii_mode = _kb_pii_mode(db, kb)
     seen = set()
     for info in listing:
         seen.add(info.key)
@@ -76,7 +79,8 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
             plan.in_flight += 1
         elif row is None or row["status"] in (DocumentStatus.DELETED, DocumentStatus.PENDING):
             plan.new.append(info.key)
-        elif row["etag"] != info.etag or (row["size_bytes"] is not None and row["size_bytes"] != info.size):
+        elif (row["etag"] != info.etag or (row["size_bytes"] is not None and row["size_bytes"] != info.size)
+              or (row["status"] == DocumentStatus.INGESTED and row["pii_mode"] != pii_mode)):
             plan.changed.append(info.key)
         elif row["status"] == DocumentStatus.FAILED and row["error_type"] in TRANSIENT_ERRORS:
             plan.retry.append(info.key)
@@ -84,6 +88,13 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
             plan.unchanged += 1
     plan.missing = sorted(k for k, row in known.items() if k not in seen and row["status"] != DocumentStatus.DELETED)
     return plan
+
+
+def _kb_pii_mode(db: Database, kb: str) -> str:
+    try:
+        return repository.get_kb(db, kb).pii
+    except KeyError:  # not created yet: nothing of it was ingested under any mode
+        return "off"
 
 
 COUNTERS = ("new", "changed", "retry", "unchanged", "in_flight", "missing", "listed")

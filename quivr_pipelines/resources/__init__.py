@@ -76,7 +76,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         chunk_max_characters=settings.chunk_max_characters,
         chunk_new_after_characters=settings.chunk_new_after_characters,
         chunk_combine_under_characters=settings.chunk_combine_under_characters,
-        chunk_overlap_characters=settings.chunk_overlap_characters)
+        chunk_overlap_characters=settings.chunk_overlap_characters, pii=settings.pii)
     sync = SyncResource(
         documents_per_run=settings.documents_per_run, objects_per_tick=settings.sync_objects_per_tick,
         max_run_megabytes=settings.sync_max_run_megabytes,

@@ -45,6 +45,8 @@ class ParserResource(dg.ConfigurableResource):
     chunk_new_after_characters: int = Field(default=1200, ge=50)
     chunk_combine_under_characters: int = Field(default=200, ge=0)
     chunk_overlap_characters: int = Field(default=0, ge=0)
+    pii: str = Field(default="off", pattern="^(off|detect|mask)$",
+                     description="PII mode a new KB starts with: off, detect or mask.")
 
     _pool: ParserPool | None = PrivateAttr(default=None)
 

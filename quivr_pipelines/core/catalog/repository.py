@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.errors import DocumentStatus, ErrorType
+from quivr_pipelines.core.pii import PiiMode
 
 # Status values inside SQL text come from `DocumentStatus` (constants, never user input).
 _INGESTED, _PENDING, _DELETED = DocumentStatus.INGESTED, DocumentStatus.PENDING, DocumentStatus.DELETED
@@ -28,6 +30,7 @@ class KbConfig:
     chunk_overlap_characters: int
     collection: str | None = None
     embedding_model: str | None = None
+    pii: str = "off"  # PiiMode: off / detect / mask (core/pii.py)
 
 
 CHUNK_SIZE_FIELDS = ("chunk_max_characters", "chunk_new_after_characters",
@@ -35,9 +38,10 @@ CHUNK_SIZE_FIELDS = ("chunk_max_characters", "chunk_new_after_characters",
 
 
 def default_kb_config(source) -> KbConfig:
-    """The chunk sizes a new KB starts with, read by name from `source` (the Settings, or the
-    Dagster parser resource: both carry the same four fields)."""
-    return KbConfig(name="", **{name: getattr(source, name) for name in CHUNK_SIZE_FIELDS})
+    """The chunk sizes and PII mode a new KB starts with, read by name from `source` (the
+    Settings, or the Dagster parser resource: both carry the same fields)."""
+    return KbConfig(name="", **{name: getattr(source, name) for name in CHUNK_SIZE_FIELDS},
+                    pii=str(getattr(source, "pii", "off")))
 
 
 @dataclass(frozen=True)
@@ -66,16 +70,19 @@ class DocumentRecord:
     collection: str | None = None
     embedding_model: str | None = None
     dagster_run_id: str | None = None
+    pii_mode: str = "off"  # the KB's PII mode this outcome was produced with
+    pii_entities: dict[str, int] | None = None  # entity type -> occurrences (detect, mask)
+    pii_seconds: float | None = None
 
 
 def ensure_kb(db: Database, kb: str, defaults: KbConfig) -> KbConfig:
     with db.transaction() as conn:
         conn.execute(
             "INSERT INTO knowledge_bases (name, chunk_max_characters, chunk_new_after_characters,"
-            " chunk_combine_under_characters, chunk_overlap_characters)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            " chunk_combine_under_characters, chunk_overlap_characters, pii)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
             (kb, defaults.chunk_max_characters, defaults.chunk_new_after_characters,
-             defaults.chunk_combine_under_characters, defaults.chunk_overlap_characters),
+             defaults.chunk_combine_under_characters, defaults.chunk_overlap_characters, defaults.pii),
         )
     return get_kb(db, kb)
 
@@ -85,7 +92,7 @@ def get_kb(db: Database, kb: str) -> KbConfig:
         cur = conn.cursor(row_factory=dict_row)
         row = cur.execute(
             "SELECT name, chunk_max_characters, chunk_new_after_characters,"
-            " chunk_combine_under_characters, chunk_overlap_characters, collection, embedding_model"
+            " chunk_combine_under_characters, chunk_overlap_characters, collection, embedding_model, pii"
             " FROM knowledge_bases WHERE name = %s",
             (kb,),
         ).fetchone()
@@ -94,14 +101,18 @@ def get_kb(db: Database, kb: str) -> KbConfig:
     return KbConfig(**row)
 
 
-def configure_kb(db: Database, kb: str, **sizes: int) -> KbConfig:
+def configure_kb(db: Database, kb: str, **sizes: int | str) -> KbConfig:
+    """Chunk sizes apply to documents ingested from now on; a new `pii` mode makes the next sync
+    ingest the KB's documents again (their `pii_mode` no longer matches)."""
     allowed = {"chunk_max_characters", "chunk_new_after_characters",
-               "chunk_combine_under_characters", "chunk_overlap_characters"}
+               "chunk_combine_under_characters", "chunk_overlap_characters", "pii"}
     updates = {k: v for k, v in sizes.items() if v is not None}
     if not updates:
         return get_kb(db, kb)
     if set(updates) - allowed:
         raise ValueError(f"unknown KB settings: {sorted(set(updates) - allowed)}")
+    if "pii" in updates:
+        updates["pii"] = str(PiiMode(updates["pii"]))  # ValueError for anything else
     assignments = ", ".join(f"{column} = %({column})s" for column in updates)
     with db.transaction() as conn:
         conn.execute(
@@ -138,7 +149,7 @@ def get_documents_in_range(db: Database, kb: str, after: str | None, upto: str |
         cur = conn.cursor(row_factory=dict_row)
         rows = cur.execute(
             "SELECT object_key, status, etag, size_bytes, error_type, embedding_model,"
-            " requested_etag, requested_at, missing_passes FROM documents WHERE kb = %(kb)s"
+            " requested_etag, requested_at, missing_passes, pii_mode FROM documents WHERE kb = %(kb)s"
             " AND (%(after)s::text IS NULL OR object_key COLLATE \"C\" > %(after)s::text COLLATE \"C\")"
             " AND (%(upto)s::text IS NULL OR object_key COLLATE \"C\" <= %(upto)s::text COLLATE \"C\")",
             {"kb": kb, "after": after, "upto": upto},
@@ -166,7 +177,7 @@ _DOCUMENT_COLUMNS = [
     "etag", "version_id", "sha256", "size_bytes", "content_type", "source_uri", "status",
     "error_type", "failure_reason", "page_count", "element_count", "chunk_count", "token_count",
     "parse_seconds", "embed_seconds", "write_seconds", "total_seconds", "collection",
-    "embedding_model", "dagster_run_id",
+    "embedding_model", "dagster_run_id", "pii_mode", "pii_entities", "pii_seconds",
 ]
 
 
@@ -183,7 +194,8 @@ def record_documents(db: Database, records: Iterable[DocumentRecord]) -> None:
         "                ELSE documents.ingested_at END,"
         "  updated_at = now()"
     )
-    params = [record.__dict__ for record in records]
+    params = [{**record.__dict__, "pii_entities": Jsonb(record.pii_entities) if record.pii_entities is not None
+               else None} for record in records]
     if not params:
         return
     with db.transaction() as conn:

