@@ -76,7 +76,7 @@ def execute_requests(instance: dg.DagsterInstance, definitions: dg.Definitions, 
     requests = list(result.run_requests or [])
     summary = ExecutionSummary(documents=sum(int(r.tags.get(DOCUMENTS_TAG, 0)) for r in requests))
     parser = definitions.resources.get("parser")
-    with lend_parser_pool(getattr(parser, "workers", None)), \
+    with lend_parser_pool(getattr(parser, "workers", None), getattr(parser, "limits", None)), \
             tqdm(total=summary.documents, desc="ingesting", unit="doc",
                  disable=not progress or summary.documents == 0) as bar:
         for request in requests:

@@ -19,7 +19,7 @@ import dagster as dg
 from quivr_pipelines.resources.database import DatabaseResource
 from quivr_pipelines.resources.embedder import EmbedderResource, LocalEmbedderResource, OpenAIEmbedderResource
 from quivr_pipelines.resources.object_store import LocalFolderResource, ObjectStoreResource, S3Resource
-from quivr_pipelines.resources.parser import ParserResource
+from quivr_pipelines.resources.parser import PARSE_LIMIT_FIELDS, ParserResource
 from quivr_pipelines.resources.sync import SyncResource
 from quivr_pipelines.resources.vector_store import (
     EmbeddedVectorStoreResource,
@@ -52,7 +52,8 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
             bucket=settings.s3_bucket, prefix=settings.s3_prefix, region=settings.s3_region,
             endpoint_url=settings.s3_endpoint_url)
     else:
-        object_store = LocalFolderResource(root=str(settings.inbox_dir))
+        object_store = LocalFolderResource(root=str(settings.inbox_dir),
+                                           allow_hardlinks=settings.local_allow_hardlinks)
     if settings.qdrant_url:
         vector_store: VectorStoreResource = QdrantServerResource(
             url=settings.qdrant_url, api_key=_secret(settings.qdrant_api_key, "QUIVR_QDRANT_API_KEY"),
@@ -76,7 +77,8 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         chunk_max_characters=settings.chunk_max_characters,
         chunk_new_after_characters=settings.chunk_new_after_characters,
         chunk_combine_under_characters=settings.chunk_combine_under_characters,
-        chunk_overlap_characters=settings.chunk_overlap_characters, pii=settings.pii)
+        chunk_overlap_characters=settings.chunk_overlap_characters, pii=settings.pii,
+        **{name: getattr(settings, name) for name in PARSE_LIMIT_FIELDS})
     sync = SyncResource(
         documents_per_run=settings.documents_per_run, objects_per_tick=settings.sync_objects_per_tick,
         max_run_megabytes=settings.sync_max_run_megabytes,

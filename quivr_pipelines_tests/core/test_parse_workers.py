@@ -10,7 +10,7 @@ import pytest
 
 from quivr_pipelines.core.catalog.repository import KbConfig
 from quivr_pipelines.core.parsing import workers
-from quivr_pipelines.core.parsing.workers import MIN_DOCUMENTS_FOR_WORKERS, ParserPool
+from quivr_pipelines.core.parsing.workers import ParserPool
 
 CONFIG = KbConfig(name="kb", chunk_max_characters=1500, chunk_new_after_characters=1200,
                   chunk_combine_under_characters=200, chunk_overlap_characters=0)
@@ -23,7 +23,7 @@ def all_parsed(results, items=ITEMS) -> bool:
 
 
 def worker_pids(pool: ParserPool) -> list[int]:
-    return list(pool._executor._processes)
+    return pool.worker_pids()
 
 
 def kill_pool_workers(pool: ParserPool) -> None:
@@ -69,16 +69,18 @@ def test_a_pool_of_another_size_never_cancels_queued_work(monkeypatch):
         assert all_parsed(queued.results())
 
 
-def test_workers_start_at_the_first_batch_that_needs_them():
-    few = ITEMS[:MIN_DOCUMENTS_FOR_WORKERS - 1]
+def test_workers_start_at_the_first_batch_and_parse_every_document():
+    """No document is parsed in the caller (it would escape the time and memory limits), however
+    small the batch or the pool; no worker starts before the first batch."""
+    few = ITEMS[:3]
     with ParserPool(workers=2) as pool:
-        assert all_parsed(pool.submit(few, CONFIG).results(), few)  # inline
-        assert pool._executor is None
+        assert worker_pids(pool) == []
+        assert all_parsed(pool.submit(few, CONFIG).results(), few)
+        assert worker_pids(pool) and os.getpid() not in worker_pids(pool)
         assert all_parsed(pool.submit(ITEMS, CONFIG).results())
-        assert worker_pids(pool)
     with ParserPool(workers=1) as single:
         assert all_parsed(single.submit(ITEMS, CONFIG).results())
-        assert single._executor is None
+        assert len(worker_pids(single)) == 1
 
 
 def test_close_stops_the_workers_and_waits_for_them():

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from quivr_pipelines.core.content_types import content_type_for
 from quivr_pipelines.core.errors import ErrorType, IngestionError
-from quivr_pipelines.core.parsing import detect, offline_nlp
+from quivr_pipelines.core.parsing import detect, guards, offline_nlp
 from quivr_pipelines.core.parsing.text import decode_text
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log"}
@@ -48,7 +48,10 @@ def extension(key: str) -> str:
     return PurePosixPath(key).suffix.lower()
 
 
-def parse_document(data: bytes, key: str, content_type: str | None = None) -> ParsedDocument:
+def parse_document(data: bytes, key: str, content_type: str | None = None,
+                   limits: guards.ParseLimits | None = None) -> ParsedDocument:
+    """Parse under `limits`' static guards (the defaults when None); the time and memory limits are
+    the worker's (`workers.ParserPool`)."""
     ext = extension(key)
     if not data:
         raise IngestionError(ErrorType.EMPTY, "zero-byte file")
@@ -61,6 +64,8 @@ def parse_document(data: bytes, key: str, content_type: str | None = None) -> Pa
                              + ", ".join(sorted(SUPPORTED_EXTENSIONS)))
     if ext in TEXT_EXTENSIONS | MARKUP_EXTENSIONS and not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
         raise IngestionError(ErrorType.EMPTY, "file contains only whitespace")
+    # Before `detect`: its ZIP check decompresses every member to verify the CRCs.
+    guards.check_static_limits(data, ext, limits or guards.ParseLimits())
     detect.refuse_encrypted_or_corrupt(data, ext)
     offline_nlp.install()
     elements, page_count = _partition(data, ext)
