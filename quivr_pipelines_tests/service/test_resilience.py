@@ -446,3 +446,49 @@ def test_serve_refuses_unusable_tls_files_in_one_line(problem, tmp_path, clean_e
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "TLS" in lines[0], result.output
+
+
+# -- 4. one serve per embedded store ---------------------------------------------------------------
+
+
+def test_a_second_serve_on_the_same_embedded_store_refuses_to_start(tmp_path, postgres_dsn, db_schema):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIVR_") and k != "OPENAI_API_KEY"}
+    env.update({"QUIVR_DATA_DIR": str(tmp_path / "data"), "QUIVR_DATABASE_URL": postgres_dsn,
+                "QUIVR_DATABASE_SCHEMA": db_schema, "DO_NOT_TRACK": "1"})
+    script = Path(sys.executable).with_name("quivr-pipelines")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "quivr_pipelines.cli"]
+    first_port, second_port = _free_port(), _free_port()
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen([*command, "serve", "--port", str(first_port)], cwd=tmp_path, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def health():
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{first_port}/health", timeout=2).status_code
+            except httpx.TransportError:
+                return None
+
+        _poll(health, lambda code: code == 200, seconds=180)
+        # Before: the second one started too and both took turns on the store on every request.
+        second = subprocess.run([*command, "serve", "--port", str(second_port)], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already serves the embedded vector store" in lines[0], second.stderr
+        assert f"pid {first.pid}" in lines[0]
+        assert health() == 200  # the first one is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        try:
+            first.wait(60)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait(30)
+        log.close()
