@@ -3,9 +3,13 @@ import pytest
 from quivr_pipelines.core.errors import IngestionError
 from quivr_pipelines.core.keys import (
     check_object_key,
+    escape_key,
+    is_escaped,
     partition_key,
     point_id,
+    printable,
     split_partition_key,
+    unescape_key,
     validate_kb_name,
 )
 
@@ -60,3 +64,51 @@ def test_ingestion_errors_survive_pickling_across_processes():
 
     error = pickle.loads(pickle.dumps(IngestionError("encrypted", "password-protected PDF")))
     assert (error.error_type, error.message, error.status) == ("encrypted", "password-protected PDF", "failed")
+
+
+SPOOFING_KEYS = [
+    ("caf\udce9.txt", "not valid UTF-8"),  # the byte 0xE9 from a Latin-1 file system, via os.fsdecode
+    ("invoice\u202etxt.exe", "bidirectional-override"),
+    ("a\u202ab\u202bc\u202cd\u202de.txt", "bidirectional-override"),
+    ("x\u2066y\u2067z\u2068w\u2069.txt", "bidirectional-override"),
+    ("zero\u200bwidth.txt", "invisible"),
+    ("non\u200cjoiner.txt", "invisible"),
+    ("joiner\u200d.txt", "invisible"),
+    ("\ufeffbom.txt", "invisible"),
+    ("word\u2060joiner.txt", "invisible"),
+    ("line\u2028sep.txt", "invisible"),
+    ("esc\x1b[31m.txt", "control characters"),
+    ("c1\x85.txt", "control characters"),
+    ("back\\slash.txt", "backslash"),
+]
+
+
+@pytest.mark.parametrize("raw,reason", SPOOFING_KEYS)
+def test_spoofing_and_undecodable_keys_are_refused_and_escaped_reversibly(raw, reason):
+    """Before: a surrogate crashed every write of the key (UnicodeEncodeError), bidi and
+    zero-width characters passed as ordinary names."""
+    with pytest.raises(IngestionError) as excinfo:
+        check_object_key(raw)
+    assert reason in excinfo.value.message
+    escaped = escape_key(raw)
+    assert escaped.isprintable() and escaped.encode("utf-8")  # PostgreSQL, JSON and terminals take it
+    assert unescape_key(escaped) == raw and is_escaped(escaped)
+    with pytest.raises(IngestionError) as excinfo:  # the escaped name is refused for the same reason
+        check_object_key(escaped)
+    assert reason in excinfo.value.message
+
+
+def test_escaping_never_makes_two_names_one():
+    raws = ["caf\udce9.txt", "caf\\xe9.txt", "caf\\\\xe9.txt", "c\x80", "c\udc80", "c\\u0080", "ok.txt"]
+    assert len({escape_key(raw) for raw in raws}) == len(raws)
+    assert escape_key("ok.txt") == "ok.txt" and escape_key("été 2024.md") == "été 2024.md"
+
+
+def test_printable_shows_controls_escaped_and_leaves_text_alone():
+    assert printable("\x1b[31mred\u202e.txt") == "\\x1b[31mred\\u202e.txt"
+    assert printable("été 2024\\x.md") == "été 2024\\x.md"
+
+
+def test_partition_keys_of_undecodable_names_round_trip():
+    encoded = partition_key("kb", "caf\udce9.txt")
+    assert encoded == "kb/caf%E9.txt" and split_partition_key(encoded) == ("kb", "caf\udce9.txt")
