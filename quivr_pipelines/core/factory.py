@@ -15,7 +15,7 @@ def build_object_store(settings: Settings) -> ObjectStore:
             raise ValueError("QUIVR_OBJECT_STORE=s3 needs QUIVR_S3_BUCKET")
         return S3Store(settings.s3_bucket, settings.s3_prefix, settings.s3_region, settings.s3_endpoint_url)
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-    return LocalFolderStore(settings.inbox_dir)
+    return LocalFolderStore(settings.inbox_dir, allow_hardlinks=settings.local_allow_hardlinks)
 
 
 def build_vector_store(settings: Settings, keep_open: bool = False):

@@ -2,21 +2,40 @@
 
 Layout in both: `<root>/<kb>/<object key>`. A KB is the first path segment. The store is
 read-only for ingestion; only `put` (used by the CLI to add files) writes.
+
+Keys of any bytes: both stores list every object, in key byte order, under its escaped name
+(`keys.escape_key`: the name itself unless it holds undecodable bytes, control, bidi or
+invisible characters), and say in `ObjectInfo.refused` why an object will not be read (a hostile
+name, a symbolic link, a hard link, a special file). The sync records those as `hostile_key`
+without reading them; the other objects of the KB are ingested as usual.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from quivr_pipelines.core.content_types import content_type_for
 from quivr_pipelines.core.errors import ErrorType, IngestionError
-from quivr_pipelines.core.keys import check_object_key, validate_kb_name
+from quivr_pipelines.core.keys import (
+    check_object_key,
+    escape_key,
+    is_escaped,
+    key_bytes,
+    raw_key_problem,
+    unescape_key,
+    validate_kb_name,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,8 @@ class ObjectInfo:
     last_modified: datetime
     version_id: str | None = None
     content_type: str | None = None
+    # Why the store will not read this object (recorded as hostile_key), or None.
+    refused: str | None = None
 
     @property
     def version(self) -> str:
@@ -67,57 +88,103 @@ def _too_large(info: ObjectInfo, max_bytes: int) -> IngestionError:
 
 
 class LocalFolderStore:
-    """A folder on disk. Keys never leave the root: hostile keys are refused before any I/O."""
+    """A folder on disk. Keys never leave the root: hostile keys are refused before any I/O.
 
-    def __init__(self, root: Path):
+    Links are never followed. A symbolic link (to a file or a folder, inside the KB or not) is
+    listed as refused: its target can be anywhere and can change after any check. A KB folder
+    that is a link, or resolves outside the root, is not walked at all. Reads open each path
+    component with O_NOFOLLOW relative to its parent, so a link swapped in after listing is
+    refused too. Special files (FIFOs, devices, sockets) are refused: reading one can block.
+
+    Hard links: a regular file with st_nlink > 1 has another name somewhere on the same
+    filesystem, and nothing tells where: it may be `/etc/shadow` linked into the inbox by anyone
+    allowed to write there. Such files are refused unless `allow_hardlinks`
+    (QUIVR_LOCAL_ALLOW_HARDLINKS) says the inbox is fed by tools that hard-link on purpose
+    (rsync --link-dest, cp -l, deduplicating backups).
+    """
+
+    def __init__(self, root: Path, allow_hardlinks: bool = False):
         self.root = Path(root).resolve()
+        self.allow_hardlinks = allow_hardlinks
+
+    def _kb_root(self, kb: str) -> Path | None:
+        """The KB folder, or None when it is a link or resolves elsewhere (never walked)."""
+        validate_kb_name(kb)
+        kb_root = self.root / kb
+        if kb_root.is_symlink() or (kb_root.exists() and kb_root.resolve() != kb_root):
+            log.warning("knowledge base folder %s is a symbolic link or resolves outside %s: not walked",
+                        kb_root, self.root)
+            return None
+        return kb_root
 
     def _path(self, kb: str, key: str) -> Path:
-        validate_kb_name(kb)
         check_object_key(key)
+        kb_root = self._kb_root(kb)
         path = (self.root / kb / key).resolve()
-        kb_root = (self.root / kb).resolve()
-        if kb_root != self.root / kb or not path.is_relative_to(kb_root):
+        if kb_root is None or not path.is_relative_to(kb_root):
             raise IngestionError(ErrorType.HOSTILE_KEY, "object key resolves outside the knowledge base folder")
+        if path != self.root / kb / key:
+            raise IngestionError(ErrorType.HOSTILE_KEY, "object key passes through a symbolic link")
         return path
 
     def list_kbs(self) -> list[str]:
         if not self.root.exists():
             return []
-        return sorted(
-            entry.name
-            for entry in os.scandir(self.root)
-            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
-        )
+        kbs = []
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                kbs.append(validate_kb_name(entry.name))
+            except ValueError:
+                log.warning("folder %r under %s is not a valid knowledge base name: ignored",
+                            escape_key(entry.name), self.root)
+        return sorted(kbs)
 
     def list_objects(self, kb: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        validate_kb_name(kb)
-        kb_root = self.root / kb
-        if not kb_root.is_dir():
+        kb_root = self._kb_root(kb)
+        if kb_root is None or not kb_root.is_dir():
             return
-        keys = []
+        entries = []  # (raw relative name, path); os.walk hands undecodable bytes as surrogates
         for dirpath, dirnames, filenames in os.walk(kb_root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel_dir = os.path.relpath(dirpath, kb_root)
+            for name in dirnames:
+                if (Path(dirpath) / name).is_symlink() and not name.startswith("."):
+                    filenames.append(name)  # listed (as refused), never descended
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (Path(dirpath) / d).is_symlink()]
             for name in filenames:
                 if name.startswith("."):
                     continue
-                keys.append(name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/"))
-        keys.sort()
-        for key in keys:
-            if start_after is not None and key <= start_after:
+                raw = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                entries.append((raw, Path(dirpath) / name))
+        entries.sort(key=lambda entry: key_bytes(entry[0]))
+        after = key_bytes(unescape_key(start_after)) if start_after is not None else None
+        for raw, path in entries:
+            if after is not None and key_bytes(raw) <= after:
                 continue
-            info = self._stat(kb, key, kb_root / key)
+            info = self._stat(kb, raw, path)
             if info is not None:
                 yield info
 
-    def _stat(self, kb: str, key: str, path: Path) -> ObjectInfo | None:
+    def _refusal(self, st: os.stat_result) -> str | None:
+        if stat.S_ISLNK(st.st_mode):
+            return "symbolic link: links are not followed (the target may be outside the store)"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, device or socket): not read"
+        if st.st_nlink > 1 and not self.allow_hardlinks:
+            return (f"hard link ({st.st_nlink} names): its other names may be outside the store "
+                    "(QUIVR_LOCAL_ALLOW_HARDLINKS=true allows them)")
+        return None
+
+    def _stat(self, kb: str, raw: str, path: Path) -> ObjectInfo | None:
+        """What listing and HEAD say about `raw` (a raw relative name): None if it is gone."""
         try:
             st = path.lstat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        if not path.is_file() or path.is_symlink():
+        if stat.S_ISDIR(st.st_mode):
             return None
+        key = escape_key(raw)
         return ObjectInfo(
             kb=kb,
             key=key,
@@ -125,19 +192,58 @@ class LocalFolderStore:
             etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
             last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
             content_type=content_type_for(key),
+            refused=raw_key_problem(raw) or self._refusal(st),
         )
 
     def head(self, kb: str, key: str) -> ObjectInfo | None:
-        return self._stat(kb, key, self._path(kb, key))
+        """What the listing would say of `key` (refused links included), or None if it is gone.
+        An escaped key is looked up under its raw name, so the prune never takes a refused
+        object that is still there for a deleted one."""
+        raw = unescape_key(key) if is_escaped(key) else check_object_key(key)
+        kb_root = self._kb_root(kb)
+        if kb_root is None or raw.startswith("/") or any(p in ("", ".", "..") for p in raw.split("/")):
+            return None  # never look up a name that could climb out of the KB
+        path = kb_root / raw
+        if path.parent.resolve() != path.parent:
+            return None  # behind a linked folder: not in the KB under this name
+        return self._stat(kb, raw, path)
+
+    def _open(self, kb: str, key: str) -> int:
+        """A read-only descriptor of the KB's regular file `key`, opened component by component
+        with O_NOFOLLOW: no symbolic link anywhere on the way, even one swapped in just now."""
+        self._path(kb, key)
+        *folders, name = key.split("/")
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.root / kb, flags | getattr(os, "O_DIRECTORY", 0))
+        try:
+            for folder in folders:
+                child = os.open(folder, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fd)
+                os.close(fd)
+                fd = child
+            return os.open(name, flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def read(self, kb: str, key: str, max_bytes: int) -> ObjectContent:
-        path = self._path(kb, key)
-        info = self._stat(kb, key, path)
-        if info is None:
-            raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store")
-        if info.size > max_bytes:
-            raise _too_large(info, max_bytes)
-        with open(path, "rb") as handle:  # read-only: the source is never modified
+        try:
+            fd = self._open(kb, key)
+        except (FileNotFoundError, NotADirectoryError):
+            raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK):
+                raise IngestionError(ErrorType.HOSTILE_KEY, "symbolic link: links are not followed "
+                                     "(the target may be outside the store)") from None
+            raise
+        with open(fd, "rb") as handle:  # read-only: the source is never modified
+            st = os.fstat(handle.fileno())
+            refused = self._refusal(st)
+            if refused:
+                raise IngestionError(ErrorType.HOSTILE_KEY, refused)
+            info = ObjectInfo(kb=kb, key=key, size=st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                              last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+                              content_type=content_type_for(key))
+            if info.size > max_bytes:
+                raise _too_large(info, max_bytes)
             data = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise _too_large(info, max_bytes)
@@ -190,15 +296,23 @@ class S3Store:
         return sorted(kbs)
 
     def list_objects(self, kb: str, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Keys come URL-encoded (EncodingType=url, asked for explicitly so botocore hands them
+        over as sent): decoded to bytes here, an undecodable byte becomes a surrogate, then
+        `\\xNN` in the escaped name, instead of botocore's silent U+FFFD, a name that exists nowhere."""
+        from urllib.parse import unquote_to_bytes
+
         base = self._full(kb)
-        kwargs = {"Bucket": self.bucket, "Prefix": base, "PaginationConfig": {"PageSize": 1000}}
+        kwargs = {"Bucket": self.bucket, "Prefix": base, "EncodingType": "url",
+                  "PaginationConfig": {"PageSize": 1000}}
         if start_after:
-            kwargs["StartAfter"] = base + start_after
+            kwargs["StartAfter"] = base + unescape_key(start_after)
         for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
             for obj in page.get("Contents", []):
-                key = obj["Key"][len(base):]
-                if not key or key.endswith("/"):
+                full = unquote_to_bytes(obj["Key"]).decode("utf-8", "surrogateescape")
+                raw = full[len(base):]
+                if not raw or raw.endswith("/"):
                     continue
+                key = escape_key(raw)
                 yield ObjectInfo(
                     kb=kb,
                     key=key,
@@ -206,11 +320,26 @@ class S3Store:
                     etag=obj["ETag"].strip('"'),
                     last_modified=obj["LastModified"],
                     content_type=content_type_for(key),
+                    refused=raw_key_problem(raw),
                 )
 
     def head(self, kb: str, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
+        if is_escaped(key):  # a refused name, recorded escaped: is its raw object still there?
+            raw = unescape_key(key)
+            try:
+                raw_bytes = key_bytes(raw)
+                raw_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                return None  # not valid UTF-8: no S3 request can name it (botocore sends text)
+            try:
+                resp = self.client.head_object(Bucket=self.bucket, Key=self._full(kb, raw))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return replace(self._info(kb, key, resp), refused=raw_key_problem(raw))
         check_object_key(key)
         try:
             resp = self.client.head_object(Bucket=self.bucket, Key=self._full(kb, key))

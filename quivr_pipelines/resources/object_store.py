@@ -19,10 +19,11 @@ class LocalFolderResource(ObjectStoreResource):
     """One folder per KB under `root` (QUIVR_LOCAL_ROOT, default $QUIVR_DATA_DIR/inbox)."""
 
     root: str
+    allow_hardlinks: bool = False  # QUIVR_LOCAL_ALLOW_HARDLINKS
 
     def _build(self) -> ObjectStore:
         Path(self.root).mkdir(parents=True, exist_ok=True)
-        return LocalFolderStore(Path(self.root))
+        return LocalFolderStore(Path(self.root), allow_hardlinks=self.allow_hardlinks)
 
 
 class S3Resource(ObjectStoreResource):
