@@ -212,6 +212,9 @@ def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbC
             info = ctx.store.head(kb, key)
             if info is None:
                 raise IngestionError(ErrorType.NOT_FOUND, "object no longer exists in the store")
+            if info.refused:  # a link, a hard link, a special file: never read
+                _drop_stale_chunks(ctx, collection, kb, key, known.get(key))
+                raise IngestionError(ErrorType.HOSTILE_KEY, info.refused)
             row = known.get(key)
             if not force and _unchanged(row, info.etag, ctx.embedder.fingerprint, config.pii):
                 outcomes[key] = _unchanged_outcome(kb, key, row, collection, ctx.embedder.fingerprint)
@@ -231,14 +234,42 @@ def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbC
                 ErrorType.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorType.STORAGE_ERROR,
                 f"{type(exc).__name__}: {exc}"[:500])
             if error.error_type == ErrorType.NOT_FOUND:
-                # Gone since it was listed: deleting is the sync's decision (after repeated
-                # misses), not this run's. Nothing is written.
-                outcomes[key] = DocumentOutcome(kb=kb, object_key=key, status=DocumentStatus.MISSING,
-                                                reason=error.message)
+                outcomes[key], gone = _gone(ctx, kb, key, known.get(key), error, collection)
+                if gone is not None:
+                    records[key] = gone
                 continue
             outcomes[key], records[key] = _failure(ctx, kb, key, info, error, collection, started)
     job = parser.submit(payloads, config)
     return _Batch(kb, collection, list(keys), outcomes, records, to_parse, job, pii_mode=config.pii)
+
+
+def _drop_stale_chunks(ctx: IngestionContext, collection: str, kb: str, key: str, row: dict | None) -> None:
+    """What the name held when it was last ingested is stale once its object is refused."""
+    if row is not None and row["status"] == DocumentStatus.INGESTED:
+        with contextlib.suppress(Exception):  # the refusal itself is recorded either way
+            ctx.vectors.delete_document(collection, kb, key)
+
+
+def _gone(ctx: IngestionContext, kb: str, key: str, row: dict | None, error: IngestionError,
+          collection: str) -> tuple[DocumentOutcome, DocumentRecord | None]:
+    """An object gone between listing and reading. A document with an outcome of its own keeps
+    it: deleting it is the sync's decision (after repeated misses, HEAD-confirmed), not this
+    run's. One never ingested (a pending row) has nothing searchable to keep: it is recorded
+    `deleted` now with the reason (it stayed `pending` for ever before), under the etag it was
+    requested for, so the same object coming back is planned again at once."""
+    if row is not None and row["status"] != DocumentStatus.PENDING:
+        return DocumentOutcome(kb=kb, object_key=key, status=DocumentStatus.MISSING, reason=error.message), None
+    reason = f"{error.message} (gone between listing and reading)"
+    if row is not None:  # a pending row may be one reset for re-ingestion: drop what it had
+        with contextlib.suppress(Exception):
+            ctx.vectors.delete_document(collection, kb, key)
+    outcome = DocumentOutcome(kb=kb, object_key=key, status=DocumentStatus.DELETED,
+                              error_type=ErrorType.NOT_FOUND, reason=reason, collection=collection)
+    record = DocumentRecord(kb=kb, object_key=key, status=DocumentStatus.DELETED, error_type=ErrorType.NOT_FOUND,
+                            failure_reason=reason, etag=row["requested_etag"] if row is not None else None,
+                            collection=collection, embedding_model=ctx.embedder.fingerprint,
+                            dagster_run_id=ctx.run_id)
+    return outcome, record
 
 
 def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]:

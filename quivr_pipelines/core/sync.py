@@ -14,6 +14,14 @@ max_objects=...)` covers the keys after `after`, up to a budget, and says where 
 (`next_after`), or that the pass is complete. The catalog is read for exactly the same key range,
 so documents missing from the store are detected range by range, and a prefix of any size is
 covered in bounded steps.
+
+Refused objects (`ObjectInfo.refused`: a hostile name, a link, a special file) are never planned
+into a run: the sync records each one as failed `hostile_key` under its escaped name, once per
+version, and the rest of the KB goes on (one odd name used to abort the whole sync). Listing goes
+in raw key byte order while the catalog holds escaped names, whose order differs: a budgeted
+window therefore always ends on an ordinary key, and the rows of the escaped keys it listed are
+read by name. An escaped row whose name sorts into another window may be counted missed once; the
+prune HEAD-checks it before deleting anything.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from quivr_pipelines.core import events
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
-from quivr_pipelines.core.catalog.repository import KbConfig
-from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus
-from quivr_pipelines.core.objects import ObjectStore
+from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
+from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus, ErrorType
+from quivr_pipelines.core.keys import is_escaped
+from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
 
 
 @dataclass
@@ -39,6 +49,7 @@ class SyncPlan:
     in_flight: int = 0
     missing: list[str] = field(default_factory=list)
     seen_again: list[str] = field(default_factory=list)  # were missing, listed again
+    refused: dict[str, ObjectInfo] = field(default_factory=dict)  # to record as hostile_key now
     etags: dict[str, str] = field(default_factory=dict)
     listed_bytes: dict[str, int] = field(default_factory=dict)
     listed: int = 0
@@ -59,20 +70,32 @@ def plan_kb(store: ObjectStore, db: Database, kb: str,
     listing = []
     for info in store.list_objects(kb, start_after=after):
         listing.append(info)
-        if max_objects and len(listing) >= max_objects:
-            plan.next_after = info.key
+        if max_objects and len(listing) >= max_objects and not is_escaped(info.key):
+            plan.next_after = info.key  # an ordinary key: its raw and catalog orders agree
             break
     plan.listed = len(listing)
     known = repository.get_documents_in_range(db, kb, after, plan.next_after)
+    escaped = [info.key for info in listing if is_escaped(info.key) and info.key not in known]
+    if escaped:  # their catalog names may sort outside this window's range
+        known.update(repository.get_documents(db, kb, escaped))
     pii_mode = _kb_pii_mode(db, kb)
     seen = set()
     for info in listing:
         seen.add(info.key)
-        plan.listed_bytes[info.key] = info.size
-        plan.etags[info.key] = info.etag
         row = known.get(info.key)
         if row is not None and row["missing_passes"]:
             plan.seen_again.append(info.key)
+        if info.refused is not None and not (row is not None and row["status"] == DocumentStatus.INGESTED):
+            if (row is not None and row["status"] == DocumentStatus.FAILED
+                    and row["error_type"] == ErrorType.HOSTILE_KEY and row["etag"] == info.etag):
+                plan.unchanged += 1  # already recorded
+            else:
+                plan.refused[info.key] = info
+            continue
+        # (A refused object that was ingested before, e.g. a file replaced by a link, goes to a
+        # run: its read step refuses it and removes the stale chunks.)
+        plan.listed_bytes[info.key] = info.size
+        plan.etags[info.key] = info.etag
         if (request_timeout is not None and row is not None and row["requested_etag"] == info.etag
                 and row["requested_at"] is not None and now - row["requested_at"] < request_timeout
                 and (row["status"] == DocumentStatus.PENDING or row["etag"] != info.etag)):
@@ -97,7 +120,7 @@ def _kb_pii_mode(db: Database, kb: str) -> str:
         return "off"
 
 
-COUNTERS = ("new", "changed", "retry", "unchanged", "in_flight", "missing", "listed")
+COUNTERS = ("new", "changed", "retry", "unchanged", "in_flight", "missing", "refused", "listed")
 
 
 @dataclass(frozen=True)
@@ -159,17 +182,33 @@ def plan_sync(store: ObjectStore, db: Database, policy: SyncPolicy, defaults: Kb
             cursor["passes"][kb] = cursor["passes"].get(kb, 0) + 1
         else:
             cursor["after"][kb] = plan.next_after
-        for name in ("new", "changed", "retry", "missing"):
+        for name in ("new", "changed", "retry", "missing", "refused"):
             result.counts[name] += len(getattr(plan, name))
         for name in ("unchanged", "in_flight", "listed"):
             result.counts[name] += getattr(plan, name)
         result.batches += batch_documents(kb, plan.to_ingest, plan.listed_bytes, policy)
         repository.mark_requested(db, kb, {k: plan.etags[k] for k in plan.to_ingest})
+        record_refused(db, kb, plan.refused)
         passes = repository.count_missing(db, kb, plan.missing, plan.seen_again)
         result.confirmed_missing += sum(1 for n in passes.values() if n >= policy.delete_after_misses)
     result.counts["confirmed_missing"] = result.confirmed_missing
     result.counts["runs"] = len(result.batches)
     return result
+
+
+def record_refused(db: Database, kb: str, refused: dict[str, ObjectInfo]) -> None:
+    """Record objects the store will not read as failed `hostile_key`, with the reason, under
+    their escaped names; nothing of them is read. An upsert: a second pass changes nothing."""
+    if not refused:
+        return
+    repository.record_documents(db, [
+        DocumentRecord(kb=kb, object_key=key, status=DocumentStatus.FAILED, error_type=ErrorType.HOSTILE_KEY,
+                       failure_reason=info.refused, etag=info.etag, version_id=info.version_id,
+                       size_bytes=info.size)
+        for key, info in refused.items()])
+    for key, info in refused.items():
+        events.ingestion_failed(kb=kb, object_key=key, error_type=ErrorType.HOSTILE_KEY,
+                                error_message=info.refused, status=DocumentStatus.FAILED)
 
 
 def _fair_order(kbs: Sequence[str], cursor: dict) -> list[str]:
