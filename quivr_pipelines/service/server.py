@@ -108,8 +108,8 @@ def check_tls_files(cert: Path | None, key: Path | None) -> None:
     try:
         context.load_cert_chain(str(cert), str(key))
     except ssl.SSLError as exc:
-        raise TLSFileError(f"the TLS certificate {cert} and key {key} are not a usable PEM pair: "
-                           f"{exc.reason or exc}") from None
+        reason = exc.reason or "not PEM, or the key is not the certificate's"
+        raise TLSFileError(f"the TLS certificate {cert} and key {key} are not a usable PEM pair: {reason}") from None
 
 
 def run(config: ServiceConfig) -> None:

@@ -431,17 +431,20 @@ def test_tls_serves_1_2_and_1_3_and_refuses_older_versions_and_plain_http(
         assert report["successes"] == 6, report
 
 
-@pytest.mark.parametrize("problem", ["missing", "directory", "not_pem", "half"])
-def test_serve_refuses_unusable_tls_files_in_one_line(problem, tmp_path, clean_env):
+@pytest.mark.parametrize("problem", ["missing", "directory", "not_pem", "half", "env_missing"])
+def test_serve_refuses_unusable_tls_files_in_one_line(problem, tmp_path, clean_env, monkeypatch):
     from typer.testing import CliRunner
 
     from quivr_pipelines.cli import app
 
     cert, key = _self_signed(tmp_path)
+    if problem == "env_missing":  # the environment variables are read the same way
+        monkeypatch.setenv("QUIVR_SERVICE_TLS_CERT", str(cert))
+        monkeypatch.setenv("QUIVR_SERVICE_TLS_KEY", str(tmp_path / "gone.pem"))
     args = {"missing": ["--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(key)],
             "directory": ["--tls-cert", str(cert), "--tls-key", str(tmp_path)],
             "not_pem": ["--tls-cert", str(cert), "--tls-key", str(cert)],
-            "half": ["--tls-cert", str(cert)]}[problem]
+            "half": ["--tls-cert", str(cert)], "env_missing": []}[problem]
     result = CliRunner().invoke(app, ["serve", "--port", str(_free_port()), *args])
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
