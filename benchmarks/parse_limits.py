@@ -119,11 +119,11 @@ def hostile() -> None:
     files = [("zip-bomb DOCX (300 MB of XML)", "bomb.docx", hostile.zip_bomb_docx()),
              ("XLSX, 1M cells", "cells.xlsx", hostile.big_xlsx()),
              ("text, one 20 MB line", "line.txt", hostile.single_line_text())]
-    runtime_only = ParseLimits(max_uncompressed_mb=1e6, max_compression_ratio=1e9, max_archive_members=10**9,
+    runtime_only = ParseLimits(timeout_seconds=60, max_uncompressed_mb=1e6, max_compression_ratio=1e9, max_archive_members=10**9,
                                max_cells=10**12, max_line_characters=10**12)
     print("| file | size KB | limits | outcome | seconds to the verdict |")
     print("|---|---:|---|---|---:|")
-    for name, limits in (("defaults", ParseLimits()), ("guards off: wall time and memory only", runtime_only)):
+    for name, limits in (("defaults", ParseLimits()), ("guards off: 60 s, 2048 MB", runtime_only)):
         with ParserPool(1, limits) as pool:
             parse_one(pool, "warm.txt", b"Warm up the worker.")
             for label, key, data in files:

@@ -42,7 +42,7 @@ def test_a_zip_bomb_docx_is_refused_by_its_uncompressed_size_without_decompressi
     check_static_limits(bomb, ".docx", GUARDS_OFF)
     error = refusal(bomb, "bomb.docx", dataclasses.replace(GUARDS_OFF, max_uncompressed_mb=2))
     assert error.error_type == ErrorType.TOO_COMPLEX and error.status == DocumentStatus.SKIPPED
-    assert "uncompressed size 2.9 MB exceeds the limit of 2 MB (QUIVR_PARSE_MAX_UNCOMPRESSED_MB)" in error.message
+    assert "uncompressed size 2.9 MB, over the limit of 2 MB (QUIVR_PARSE_MAX_UNCOMPRESSED_MB)" in error.message
 
 
 def test_a_zip_bomb_docx_is_refused_by_its_compression_ratio():
@@ -56,7 +56,7 @@ def test_a_package_of_too_many_members_is_refused():
     docx = (DOCS / "fake-doc-emphasized-text.docx").read_bytes()
     check_static_limits(docx, ".docx", ParseLimits())
     error = refusal(docx, "a.docx", dataclasses.replace(GUARDS_OFF, max_archive_members=5))
-    assert "members exceeds the limit of 5 (QUIVR_PARSE_MAX_ARCHIVE_MEMBERS)" in error.message
+    assert "members, over the limit of 5 (QUIVR_PARSE_MAX_ARCHIVE_MEMBERS)" in error.message
 
 
 def test_a_workbook_is_refused_by_the_cells_its_worksheets_declare():
@@ -64,7 +64,7 @@ def test_a_workbook_is_refused_by_the_cells_its_worksheets_declare():
     assert parse_document(workbook, "cells.xlsx", limits=GUARDS_OFF).elements
     error = refusal(workbook, "cells.xlsx", dataclasses.replace(GUARDS_OFF, max_cells=4_000))
     assert error.error_type == ErrorType.TOO_COMPLEX
-    assert "declare 5,000 cells exceeds the limit of 4,000 (QUIVR_PARSE_MAX_CELLS)" in error.message
+    assert "declare 5,000 cells, over the limit of 4,000 (QUIVR_PARSE_MAX_CELLS)" in error.message
     # No <dimension>: nothing cheap to count, so the worker's time and memory limits are the bound.
     check_static_limits(hostile.big_xlsx(rows=1_000, columns=5, dimension=False), ".xlsx",
                         dataclasses.replace(GUARDS_OFF, max_cells=4_000))
@@ -73,7 +73,7 @@ def test_a_workbook_is_refused_by_the_cells_its_worksheets_declare():
 def test_a_csv_is_refused_by_its_cells():
     table = "\n".join(",".join(str(c) for c in range(10)) for _ in range(500)).encode()
     error = refusal(table, "t.csv", dataclasses.replace(GUARDS_OFF, max_cells=4_000))
-    assert "about 5,000 cells exceeds the limit of 4,000 (QUIVR_PARSE_MAX_CELLS)" in error.message
+    assert "about 5,000 cells, over the limit of 4,000 (QUIVR_PARSE_MAX_CELLS)" in error.message
 
 
 @pytest.mark.parametrize("key", ["line.txt", "line.md", "line.csv"])
@@ -83,7 +83,7 @@ def test_a_single_line_text_is_refused_by_its_line_length(key):
         assert parse_document(text, key, limits=GUARDS_OFF).elements
     error = refusal(text, key, dataclasses.replace(GUARDS_OFF, max_line_characters=100_000))
     assert error.error_type == ErrorType.TOO_COMPLEX
-    assert f"a line of {len(text):,} characters exceeds the limit of 100,000" in error.message
+    assert f"a line of {len(text):,} characters, over the limit of 100,000" in error.message
     assert "QUIVR_PARSE_MAX_LINE_CHARACTERS" in error.message
 
 

@@ -39,9 +39,9 @@ DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="([A-Z]{1,3})?(\d+)?(?::([A-
 class ParseLimits:
     """Per-document limits; the settings `QUIVR_PARSE_*` (README, "Bounded parsing")."""
 
-    timeout_seconds: float = 120.0
-    memory_mb: int = 3072  # the worker's address space, its ~400 MB of loaded libraries included
-    max_uncompressed_mb: float = 100.0
+    timeout_seconds: float = 600.0
+    memory_mb: int = 2048  # the worker's address space, its ~600 MB of loaded libraries included
+    max_uncompressed_mb: float = 50.0
     max_compression_ratio: float = 100.0
     max_archive_members: int = 10_000
     max_cells: int = 200_000
@@ -59,7 +59,7 @@ def check_static_limits(data: bytes, ext: str, limits: ParseLimits) -> None:
 
 
 def too_complex(what: str, value: str, limit: str, setting: str) -> IngestionError:
-    return IngestionError(ErrorType.TOO_COMPLEX, f"{what} {value} exceeds the limit of {limit} ({setting})")
+    return IngestionError(ErrorType.TOO_COMPLEX, f"{what} {value}, over the limit of {limit} ({setting})")
 
 
 def _check_package(data: bytes, ext: str, limits: ParseLimits) -> None:
