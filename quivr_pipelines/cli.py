@@ -152,7 +152,7 @@ def kb_set(
 
 @kb_app.command("show")
 def kb_show(kb: str = typer.Argument(...)):
-    """Show a KB's chunk sizes, collection and embedding model."""
+    """Show a KB's chunk sizes, PII mode, collection and embedding model."""
     from quivr_pipelines.core.catalog import repository
     from quivr_pipelines.core.factory import open_database
 
