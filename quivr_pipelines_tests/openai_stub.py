@@ -4,14 +4,20 @@ streamed as server-sent events), for the real `openai` client.
 Deterministic vectors (hash of the text) and answers (`chat_reply`), real HTTP on a loopback
 port, and faults on demand: `rate_limit_next` answers that many requests with 429 +
 Retry-After; inputs containing `POISON` get a 400 like an input the provider refuses;
-`break_stream_after` cuts a streamed answer after that many tokens (connection dropped).
+`break_stream_after` cuts a streamed answer after that many tokens (connection dropped);
+`fail_next(status, ...)` answers the next requests with an error whose body can echo the key it
+was sent (as OpenAI's 401 does), hold a traceback or a DSN with its password, or sleeps first
+(a timeout). Every response carries an `x-request-id` (`req_stub_<n>`), as OpenAI's do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -30,6 +36,8 @@ class OpenAIStub:
         self.rate_limit_next = 0
         self.chat_reply = "The passages answer this [1]. More detail is in [2]."
         self.break_stream_after: int | None = None
+        self.faults: list[dict] = []
+        self._ids = itertools.count(1)
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,6 +47,10 @@ class OpenAIStub:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                fault = next((f for f in stub.faults if self.path.endswith(f["endpoint"] or "")), None)
+                if fault is not None:
+                    stub.faults.remove(fault)
+                    return self._fault(fault)
                 if stub.rate_limit_next > 0:
                     stub.rate_limit_next -= 1
                     return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests",
@@ -56,6 +68,20 @@ class OpenAIStub:
                 tokens = sum(len(t.split()) for t in inputs)
                 self._send(200, {"object": "list", "data": data, "model": body["model"],
                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+            def _fault(self, fault):
+                if fault.get("delay"):
+                    time.sleep(fault["delay"])
+                message = fault.get("message", "upstream failure")
+                if fault.get("echo_key"):
+                    key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    message = f"Incorrect API key provided: {key}. You can find your API key at ..."
+                payload = {"error": {"message": message, "type": fault.get("type", "server_error"),
+                                     "code": fault.get("code")}}
+                if fault.get("traceback"):
+                    payload["traceback"] = fault["traceback"]
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                    self._send(fault["status"], payload, fault.get("headers"))
 
             def _chat(self, body):
                 prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
@@ -93,6 +119,7 @@ class OpenAIStub:
             def _send(self, status, payload, headers=None):
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
+                self.send_header("x-request-id", f"req_stub_{next(stub._ids)}")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 for key, value in (headers or {}).items():
@@ -103,6 +130,17 @@ class OpenAIStub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def fail_next(self, status: int, *, times: int = 1, message: str = "upstream failure",
+                  echo_key: bool = False, traceback: str | None = None, delay: float | None = None,
+                  headers: dict | None = None, code: str | None = None, type: str = "server_error",
+                  endpoint: str | None = None) -> None:
+        """Answer the next `times` requests with this error (only those to `endpoint`, e.g.
+        "/chat/completions" or "/embeddings", when given)."""
+        self.faults.extend({"status": status, "message": message, "echo_key": echo_key,
+                            "traceback": traceback, "delay": delay, "headers": headers, "code": code,
+                            "type": type, "endpoint": endpoint}
+                           for _ in range(times))
 
     def __enter__(self):
         self.thread.start()

@@ -8,6 +8,7 @@ HTTP status the query service should answer with (503 rate limited, 504 timeout,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -100,21 +101,52 @@ def cost_dollars(prompt_tokens: int, completion_tokens: int, prompt_per_million:
     return (prompt_tokens * prompt_per_million + completion_tokens * completion_per_million) / 1_000_000
 
 
-def as_provider_error(exc: Exception, max_retries: int, what: str = "LLM") -> LLMError:
+UPSTREAM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a request id or error code worth repeating
+UPSTREAM_CODE = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
+def upstream_request_id(exc: Exception) -> str | None:
+    """The provider's id of the failed request (x-request-id), when it looks like one."""
+    response = getattr(exc, "response", None)
+    value = getattr(exc, "request_id", None) or (
+        response.headers.get("x-request-id") if response is not None else None)
+    return value if isinstance(value, str) and UPSTREAM_ID.match(value) else None
+
+
+def as_provider_error(exc: Exception, max_retries: int, what: str = "LLM", provider: str = "openai") -> LLMError:
+    """A fixed message for the client: the provider, the upstream HTTP status and request id, never
+    the upstream body or exception text (a provider echoes the key it was sent, a proxy its
+    traceback or DSN). The operator's log gets one `upstream_error` event with the same fields and
+    the provider's short error code; the original exception is not chained (`from None` at the
+    callers), so no traceback prints its body either."""
     import openai
 
+    if isinstance(exc, LLMError):
+        return exc
+    status = getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
+    request_id = upstream_request_id(exc)
+    suffix = f" (upstream request id {request_id})" if request_id else ""
+    name = f"the {what} provider ({provider})"
     if isinstance(exc, openai.RateLimitError):
         retry = exc.response.headers.get("retry-after") if exc.response is not None else None
-        return LLMError(f"the {what} provider is rate limiting (HTTP 429 after {max_retries} retries): "
-                        f"{exc.message}", 503,
-                        max(1, int(float(retry))) if retry and retry.replace(".", "", 1).isdigit() else 5)
-    if isinstance(exc, openai.APITimeoutError):
-        return LLMError(f"the {what} provider did not answer in time", 504)
-    if isinstance(exc, openai.APIConnectionError):
-        return LLMError(f"the {what} provider is unreachable: {exc}", 502)
-    if isinstance(exc, openai.APIStatusError):
-        return LLMError(f"the {what} provider failed (HTTP {exc.status_code}): {exc.message}", 502)
-    return LLMError(f"the {what} call failed: {type(exc).__name__}: {exc}", 502)
+        error = LLMError(f"{name} is rate limiting: HTTP 429 after {max_retries} retries{suffix}", 503,
+                         max(1, int(float(retry))) if retry and retry.replace(".", "", 1).isdigit() else 5)
+    elif isinstance(exc, openai.APITimeoutError):
+        error = LLMError(f"{name} did not answer in time (after {max_retries} retries)", 504)
+    elif isinstance(exc, openai.APIConnectionError):
+        error = LLMError(f"{name} is unreachable (connection failed after {max_retries} retries)", 502)
+    elif isinstance(exc, openai.APIStatusError):
+        error = LLMError(f"{name} failed: HTTP {status}{suffix}", 502)
+    else:
+        error = LLMError(f"the {what} call to {provider} failed ({type(exc).__name__})", 502)
+    code = getattr(exc, "code", None)
+    from quivr_pipelines.core.events import event_logger
+
+    event_logger().warning("upstream_error", provider=provider, call=what, upstream_status=status,
+                           upstream_request_id=request_id, error_type=type(exc).__name__,
+                           upstream_code=code if isinstance(code, str) and UPSTREAM_CODE.match(code) else None,
+                           status_code=error.status_code)
+    return error
 
 
 class OpenAIChatLLM:
@@ -126,6 +158,9 @@ class OpenAIChatLLM:
                  max_retries: int = 2, timeout: float = 60.0):
         from openai import OpenAI
 
+        from quivr_pipelines.core.redaction import register
+
+        register(api_key)  # whatever the key's source, no log line or error may repeat it
         self.model = model
         self.max_retries = max_retries
         self.client = OpenAI(api_key=api_key or "not-needed", base_url=base_url,
@@ -143,7 +178,7 @@ class OpenAIChatLLM:
             response = self.client.chat.completions.create(
                 model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens)
         except openai.OpenAIError as exc:
-            raise as_provider_error(exc, self.max_retries) from exc
+            raise as_provider_error(exc, self.max_retries, provider=self.provider) from None
         text = response.choices[0].message.content or "" if response.choices else ""
         usage = response.usage
         prompt = usage.prompt_tokens if usage else self._count("".join(m["content"] for m in messages))
@@ -159,7 +194,7 @@ class OpenAIChatLLM:
                 model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
                 stream=True, stream_options={"include_usage": True})
         except openai.OpenAIError as exc:
-            raise as_provider_error(exc, self.max_retries) from exc
+            raise as_provider_error(exc, self.max_retries, provider=self.provider) from None
         holder = TokenStream(iter(()))
 
         def pieces() -> Iterator[str]:
@@ -179,9 +214,9 @@ class OpenAIChatLLM:
             except LLMError:
                 raise
             except openai.OpenAIError as exc:
-                raise as_provider_error(exc, self.max_retries) from exc
-            except Exception as exc:  # a cut connection surfaces as httpx's error
-                raise LLMError(f"the LLM stream broke: {type(exc).__name__}: {exc}", 502) from exc
+                raise as_provider_error(exc, self.max_retries, provider=self.provider) from None
+            except Exception as exc:  # noqa: BLE001 - a cut connection surfaces as httpx's error; its text stays out
+                raise LLMError(f"the LLM stream broke ({type(exc).__name__})", 502) from None
             finally:
                 chunks.close()
             text = "".join(parts)
