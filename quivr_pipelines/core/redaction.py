@@ -42,6 +42,8 @@ PATTERNS = [
     (re.compile(r"(?i)\b(password|passwd|pwd|api[_-]?key|secret|access[_-]?token)(\"?'?\s*[=:]\s*\"?'?)"
                 r"[^\s\"',;&}]+"), r"\1\2" + MASK),
 ]
+# Substrings one of PATTERNS needs: a lower-cased `in` test is ~50x cheaper than the regexes.
+TRIGGERS = ("sk-", "qvr_", "bearer", "://", "passw", "pwd", "apikey", "api_key", "api-key", "secret", "token")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -80,38 +82,58 @@ def _with_parts(value: str | None) -> set[str]:
     return found
 
 
-def _environment_secrets() -> set[str]:
-    found = set()
-    for name, value in os.environ.items():
-        if SECRET_ENV_NAME.search(name):
-            found.update(_with_parts(value))
-    return found
+_env_cache: dict = {"key": None, "names": (), "secrets": frozenset()}
+_sorted_cache: dict = {"key": None, "value": []}
+
+
+def _environment_secrets() -> frozenset[str]:
+    """Re-read only when the environment's size or a secret variable's value changed: a full scan
+    per log line cost ~50 µs."""
+    names = _env_cache["names"]
+    key = (len(os.environ), tuple(os.environ.get(name) for name in names))
+    if key != _env_cache["key"]:
+        names = tuple(name for name in os.environ if SECRET_ENV_NAME.search(name))
+        found = set()
+        for name in names:
+            found.update(_with_parts(os.environ[name]))
+        _env_cache.update(names=names, secrets=frozenset(found),
+                          key=(len(os.environ), tuple(os.environ.get(name) for name in names)))
+    return _env_cache["secrets"]
 
 
 def known_secrets() -> list[str]:
     """Longest first, so a DSN is masked whole before its password alone."""
-    return sorted(_known | _environment_secrets(), key=len, reverse=True)
+    env, known = _environment_secrets(), frozenset(_known)
+    if _sorted_cache["key"] != (env, known):
+        _sorted_cache.update(key=(env, known), value=sorted(env | known, key=len, reverse=True))
+    return _sorted_cache["value"]
 
 
-def redact(text: str) -> str:
-    if not text:
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """`text` without known secrets and key-like patterns (`secrets`: `known_secrets()`, once
+    for many strings)."""
+    if not text or len(text) < MIN_SECRET_LENGTH:
         return text
-    for secret in known_secrets():
+    for secret in known_secrets() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    for pattern, replacement in PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    if any(trigger in lowered for trigger in TRIGGERS):  # the patterns only where one could match
+        for pattern, replacement in PATTERNS:
+            text = pattern.sub(replacement, text)
     return text
 
 
-def redact_value(value):
+def redact_value(value, secrets: list[str] | None = None):
     """`redact` through dicts, lists and tuples (structured log events, JSON details)."""
+    if secrets is None:
+        secrets = known_secrets()
     if isinstance(value, str):
-        return redact(value)
+        return redact(value, secrets)
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(redact_value(v) for v in value)
+        return type(value)(redact_value(v, secrets) for v in value)
     return value
 
 
@@ -130,7 +152,8 @@ def protect(settings) -> None:
 
 def structlog_processor(logger, method_name: str, event_dict: dict) -> dict:
     """A structlog processor: every value of the event redacted (place it before the renderer)."""
-    return {key: redact_value(value) for key, value in event_dict.items()}
+    secrets = known_secrets()
+    return {key: redact_value(value, secrets) for key, value in event_dict.items()}
 
 
 class RedactingFilter(logging.Filter):
