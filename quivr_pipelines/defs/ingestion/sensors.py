@@ -6,7 +6,10 @@ listing pass over a KB may span several ticks. The planning is `core.sync.plan_s
 Python); this module only turns its plan into Dagster requests: a partition for each new KB,
 one run per batch of at most QUIVR_DOCUMENTS_PER_RUN documents and QUIVR_SYNC_MAX_RUN_MEGABYTES
 of source, and a `prune_documents_job` run once documents have been missed by
-QUIVR_SYNC_DELETE_AFTER_MISSES consecutive passes.
+QUIVR_SYNC_DELETE_AFTER_MISSES consecutive passes. Objects the store refuses (names that are not
+UTF-8 or hold control, bidi or zero-width characters, links) are recorded `hostile_key` by the
+planning itself, under their escaped names, and never become runs: one such key no longer stops
+the tick (it raised UnicodeEncodeError before, every tick, for every KB).
 """
 
 import json
