@@ -1,6 +1,6 @@
 """Measure what parsing costs, to set the bounded-parsing defaults (issue 9, item 4).
 
-    python benchmarks/parse_limits.py docs [DIR]   # every reference document: time, peak RSS, static figures
+    python benchmarks/parse_limits.py docs [DIR|FILE ...]  # every reference document: time, CPU, peak RSS, static figures
     python benchmarks/parse_limits.py curves       # cost of cells (XLSX, CSV) and of one long line
     python benchmarks/parse_limits.py hostile      # time to refuse each hostile file, guards on and off
 
@@ -60,13 +60,15 @@ def parse_one(pool: ParserPool, key: str, data: bytes):
     return result, time.perf_counter() - started
 
 
-def docs(root: Path) -> None:
+def docs(paths: list[Path]) -> None:
     rows = []
     print("| document | KB | outcome | parse s | CPU s | peak RSS MB | uncompressed MB | ratio | members | cells | longest line |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     with ParserPool(1, OFF) as pool:
         parse_one(pool, "warm.txt", b"Warm up the worker.")
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "MANIFEST.tsv"):
+        files = [(q, p) for p in paths for q in ([p] if p.is_file() else sorted(p.rglob("*")))]
+        for path, root in ((q, p if p.is_dir() else p.parent) for q, p in files
+                           if q.is_file() and q.name != "MANIFEST.tsv"):
             data = path.read_bytes()
             result, _ = parse_one(pool, path.name, data)
             outcome = "ok" if result.error is None else str(result.error.error_type)
@@ -135,7 +137,7 @@ def hostile() -> None:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "docs"
     if command == "docs":
-        docs(Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/data/docs"))
+        docs([Path(arg) for arg in sys.argv[2:]] or [Path("../shared/data/docs")])
     elif command == "curves":
         curves()
     else:

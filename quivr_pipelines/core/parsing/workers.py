@@ -203,6 +203,9 @@ class _WorkerSlot:
                     task.future.set_result(self.parse(task))
                 except _PoolClosing:
                     task.future.set_exception(CancelledError())
+                except Exception as exc:  # noqa: BLE001 - e.g. no process could start: the document fails
+                    task.future.set_result(ParseResult(error=IngestionError(
+                        ErrorType.PARSE_ERROR, f"parser pool: {type(exc).__name__}: {exc}"[:500])))
                 except BaseException as exc:  # noqa: BLE001 - a waiting caller must always hear back
                     task.future.set_exception(exc)
         finally:
