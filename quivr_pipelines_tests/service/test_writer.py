@@ -10,6 +10,7 @@ after it was ever audited.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -20,6 +21,7 @@ from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.service import writer as writer_module
 from quivr_pipelines.service.metrics import Metrics
 from quivr_pipelines.service.writer import AuditRow, BatchWriter, UsageRow, sanitise
+from quivr_pipelines_tests.service import throwaway_postgres
 from quivr_pipelines_tests.service.conftest import ServerThread
 
 N = 50
@@ -173,3 +175,40 @@ def test_the_poison_row_is_redacted(db, monkeypatch):
     with db.transaction() as conn:
         data = conn.execute("SELECT row_data FROM audit_poison").fetchone()[0]
     assert "SECRET" not in json.dumps(data) and data["model"] == "[REDACTED]"
+
+
+@pytest.mark.skipif(not throwaway_postgres.available(), reason="needs Debian's PostgreSQL 15 binaries")
+def test_a_real_outage_keeps_every_row_and_writes_each_once_when_postgres_returns():
+    """PostgreSQL of the test's own, stopped with rows queued (one of them refused by the data):
+    nothing is bisected or lost while it is down; once it is back every good row is written
+    exactly once and the refused one isolated."""
+    pg = throwaway_postgres.ThrowawayPostgres()
+    pg.start()
+    db = Database(pg.dsn, schema="quivr", pool_size=2, pool_timeout=1.0, connect_timeout=1.0)
+    writer = BatchWriter(db, flush_seconds=0.1)
+    try:
+        rows_ = usage(101, {75})
+        for row in rows_[:50]:
+            writer.add(row)
+        assert writer.flush(timeout=20)
+        pg.stop()
+        for row in rows_[50:]:
+            writer.add(row)
+        deadline = time.monotonic() + 60
+        while writer.failures < 2:
+            assert time.monotonic() < deadline, "the writer never tried while the database was down"
+            time.sleep(0.1)
+        assert (writer.written, writer.poisoned, writer.dropped, writer.backlog) == (50, 0, 0, 51)
+        pg.start()
+        assert writer.flush(timeout=60)
+    finally:
+        writer.close()
+        try:
+            with db.transaction() as conn:
+                models = [r[0] for r in conn.execute("SELECT model FROM usage_ledger")]
+                poison = [r[0]["model"] for r in conn.execute("SELECT row_data FROM audit_poison")]
+        finally:
+            db.close()
+            pg.close()
+    assert sorted(models) == sorted(f"m{i}" for i in range(101) if i != 75) and poison == ["m75"]
+    print(f"\noutage: {writer.failures} failed flushes retried, {writer.written} rows written once")
