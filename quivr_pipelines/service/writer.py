@@ -113,6 +113,7 @@ class BatchWriter:
         self.transactions = 0  # insert transactions attempted (bisection cost)
         self._progress = 0
         self.added = 0  # rows accepted by add(): flush() waits for this many to be accounted for
+        self._accounted = 0  # rows written, isolated as refused, or dropped from the backlog
         self._added_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="quivr-audit-writer", daemon=True)
         self._thread.start()
@@ -178,6 +179,7 @@ class BatchWriter:
                     excess = len(self._pending) - MAX_PENDING
                     del self._pending[:excess]
                     self.dropped += excess
+                    self._accounted += excess
                     self._count("audit_dropped", amount=excess)
                     log.error("audit/usage backlog over %d rows: %d oldest rows dropped", MAX_PENDING, excess)
                 return
@@ -203,6 +205,7 @@ class BatchWriter:
             self._write(batch[middle:])
             return
         self.written += len(batch)
+        self._accounted += len(batch)
         self._progress += len(batch)
         for cls, (table, _) in _TABLES.items():
             self._count("audit_written", table, sum(isinstance(r, cls) for r in batch))
@@ -220,18 +223,19 @@ class BatchWriter:
 
     def _record_poison(self, row, exc: BaseException) -> None:
         table = _TABLES[type(row)][0]
-        sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or "client"
-        error = clean_text(redact(f"{sqlstate} {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"),
-                           POISON_TEXT_LIMIT)
-        data = clean_value(redact_value({f.name: _plain(getattr(row, f.name)) for f in fields(row)}),
-                           POISON_TEXT_LIMIT)
         self.poisoned += 1
+        self._accounted += 1
         self._count("audit_refused", table)
-        log.error("audit/usage row refused by the database and isolated: table=%s error=%s row=%s",
-                  table, error, data)
-        try:
+        try:  # nothing about this one row may raise into the loop: its batch would stall again
+            sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or "client"
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            error = clean_text(redact(f"{sqlstate} {type(exc).__name__}: {first_line}"), POISON_TEXT_LIMIT)
+            data = clean_value(redact_value({f.name: _plain(getattr(row, f.name)) for f in fields(row)}),
+                               POISON_TEXT_LIMIT)
+            log.error("audit/usage row refused by the database and isolated: table=%s error=%s row=%s",
+                      table, error, data)
             self._insert_poison(table, error, json.dumps(data, default=str))
-        except Exception as poison_exc:  # noqa: BLE001 - the row is logged above; never block the queue
+        except Exception as poison_exc:  # noqa: BLE001 - logged; never block the queue
             self.dropped += 1
             self._count("audit_dropped")
             log.error("refused audit/usage row could not be recorded in audit_poison (%s); dropped",
@@ -248,7 +252,7 @@ class BatchWriter:
         target = self.added
 
         def done() -> bool:
-            return self.written + self.poisoned + self.dropped >= target
+            return self._accounted >= target
 
         with self._flushed:
             return self._flushed.wait_for(done, timeout=timeout)
