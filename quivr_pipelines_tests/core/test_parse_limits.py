@@ -182,3 +182,15 @@ def test_a_run_with_a_hostile_file_ingests_the_others_and_records_the_limit(inge
     rows = repository.get_documents(ingestion.db, "kb1")
     assert "QUIVR_PARSE_MAX_UNCOMPRESSED_MB" in rows["bomb.docx"]["failure_reason"]
     assert "QUIVR_PARSE_TIMEOUT_SECONDS" in rows["slow.txt"]["failure_reason"]
+
+
+@pytest.mark.slow
+def test_at_realistic_sizes_the_default_memory_limit_stops_what_the_guards_would_have():
+    """The 300 MB bomb and the 20 MB line with the guards off: the default 2048 MB address space
+    stops each in seconds (it took 5.9 GB and 3.4 GB before), and the worker is replaced."""
+    with ParserPool(workers=1, limits=dataclasses.replace(GUARDS_OFF, timeout_seconds=120)) as pool:
+        for key, data in (("bomb.docx", hostile.zip_bomb_docx()), ("line.txt", hostile.single_line_text())):
+            results = results_of(pool, (key, data, None))
+            error = results[key].error
+            assert error.error_type == ErrorType.TOO_COMPLEX and "QUIVR_PARSE_MEMORY_MB" in error.message, error
+            assert_the_others_parsed(results)

@@ -30,3 +30,22 @@ def test_runs_executed_in_a_lending_context_share_one_warm_pool():
         assert dg.materialize([probe], resources={"parser": ParserResource(workers=1)}).success
         assert seen[-1][0] is not lent and seen[-1][0].closed and not lent.closed
     assert lent.closed
+
+
+def test_the_parse_limits_come_from_the_settings_and_a_lent_pool_is_shared_only_with_equal_limits(monkeypatch):
+    from quivr_pipelines.core.parsing.guards import ParseLimits
+    from quivr_pipelines.resources import resources_from_settings
+    from quivr_pipelines.settings import Settings
+
+    monkeypatch.setenv("QUIVR_PARSE_TIMEOUT_SECONDS", "42")
+    monkeypatch.setenv("QUIVR_PARSE_MAX_CELLS", "1234")
+    parser = resources_from_settings(Settings())["parser"]
+    assert parser.limits == ParseLimits(timeout_seconds=42, max_cells=1234)
+    assert ParserResource().limits == ParseLimits()  # one set of defaults
+
+    seen.clear()
+    with lend_parser_pool(2, ParseLimits()) as lent:
+        assert dg.materialize([probe], resources={"parser": ParserResource(workers=2)}).success
+        assert dg.materialize([probe], resources={"parser": ParserResource(workers=2, parse_timeout_seconds=5)}).success
+    assert seen[0][0] is lent
+    assert seen[1][0] is not lent and seen[1][0].limits.timeout_seconds == 5
