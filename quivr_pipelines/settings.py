@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     parse_workers: int | None = Field(default=None, ge=1)  # None: one per core
     # Each document's parse limits (README, "Bounded parsing"); defaults measured, in core/parsing/guards.py.
     parse_timeout_seconds: float = Field(default=ParseLimits.timeout_seconds, gt=0)  # then parse_timeout
-    parse_memory_mb: int = Field(default=ParseLimits.memory_mb, ge=512)  # a worker's address space; then too_complex
+    parse_memory_mb: int = Field(default=ParseLimits.memory_mb, ge=1024)  # a worker's address space (~0.7 GB of it libraries); then too_complex
     parse_max_uncompressed_mb: float = Field(default=ParseLimits.max_uncompressed_mb, gt=0)  # ZIP packages
     parse_max_compression_ratio: float = Field(default=ParseLimits.max_compression_ratio, gt=1)
     parse_max_archive_members: int = Field(default=ParseLimits.max_archive_members, ge=1)

@@ -60,7 +60,7 @@ class ParserResource(dg.ConfigurableResource):
                      description="PII mode a new KB starts with: off, detect or mask.")
     parse_timeout_seconds: float = Field(default=ParseLimits.timeout_seconds, gt=0,
                                          description="Wall time one document may take; then parse_timeout.")
-    parse_memory_mb: int = Field(default=ParseLimits.memory_mb, ge=512,
+    parse_memory_mb: int = Field(default=ParseLimits.memory_mb, ge=1024,
                                  description="Address space of a parser worker; past it: too_complex.")
     parse_max_uncompressed_mb: float = Field(default=ParseLimits.max_uncompressed_mb, gt=0)
     parse_max_compression_ratio: float = Field(default=ParseLimits.max_compression_ratio, gt=1)
