@@ -117,3 +117,25 @@ def test_a_new_pii_mode_reingests_the_kb_at_the_next_sync(settings_env):
 
     refused = cli.invoke(app, ["kb", "set", "kb1", "--pii", "redact"])
     assert refused.exit_code == 2 and "redact" in refused.output
+
+
+def test_a_document_whose_analysis_fails_is_recorded_and_nothing_of_it_is_written(settings_env, monkeypatch):
+    from quivr_pipelines.core import pii
+
+    monkeypatch.setenv("QUIVR_PII", "mask")
+    seed(settings_env)
+    real_scrub = pii.scrub
+
+    def scrub(texts, mode):  # the fault: the analyser breaks on this document's text
+        if any("john.smith" in text for text in texts):
+            raise RuntimeError("analyser crashed on " + texts[0])
+        return real_scrub(texts, mode)
+
+    monkeypatch.setattr(pii, "scrub", scrub)
+    summary, instance = ingest()
+    rows = catalog_rows("kb1")
+    assert (rows["customer.txt"]["status"], rows["customer.txt"]["error_type"]) == ("failed", "parse_error")
+    assert "PII analysis failed" in rows["customer.txt"]["failure_reason"]
+    assert rows["plain.txt"]["status"] == "ingested"  # the rest of the run lands
+    assert all_points("kb1")["customer.txt"] == []
+    assert leaks(catalog_dump(settings_env) + dagster_events(instance) + vector_store_files(settings_env)) == []
