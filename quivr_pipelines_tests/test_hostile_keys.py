@@ -237,3 +237,24 @@ def test_status_escapes_control_and_bidi_characters(settings_env):
     assert "\x1b" not in result.output and "\u202e" not in result.output
     assert "old\\x1b[31mred\\u202etxt.exe: parse_error: bad byte \\x1b[2J in \\u202eheader" in result.output
     assert "esc\\x1b[31mred\\u202etxt.exe: hostile_key: object key contains control characters" in result.output
+
+
+def test_a_run_launched_from_the_ui_records_refused_keys_too(settings_env):
+    """A run launched without a document list (the UI's Materialize) plans its KB itself: it
+    records the odd keys as `hostile_key`, as `ingest` and the sensor do, and ingests the rest."""
+    from quivr_pipelines_tests.helpers import ingest_documents_job
+
+    for raw in [*GOOD, *LOCAL_ODD]:
+        put_local(settings_env, "kb1", raw)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("knowledge_bases", ["kb1"])
+    result = ingest_documents_job().execute_in_process(instance=instance, partition_key="kb1",
+                                                       raise_on_error=False)
+    rows = catalog_rows("kb1")
+    assert {k for k in GOOD if rows[k]["status"] == "ingested"} == set(GOOD)
+    for name, reason in LOCAL_ODD.values():
+        assert (rows[name]["status"], rows[name]["error_type"]) == ("failed", "hostile_key"), name
+        assert reason in rows[name]["failure_reason"]
+    assert result.success  # failed documents fail the check, not the run
+    problems = _check_evaluations(instance)[KB_CHECK].metadata["problems"].value
+    assert all(f"| failed | {name} | hostile_key |" in problems for name, _ in LOCAL_ODD.values())

@@ -39,7 +39,7 @@ from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.status import KbHealth, kb_health, problem_documents
 from quivr_pipelines.core.errors import DocumentStatus
 from quivr_pipelines.core.pipeline import DocumentOutcome, IngestionContext, ingest_in_batches
-from quivr_pipelines.core.sync import plan_kb
+from quivr_pipelines.core.sync import plan_kb, record_refused
 from quivr_pipelines.defs.ingestion.partitions import kb_partitions
 from quivr_pipelines.resources import (
     DatabaseResource,
@@ -138,6 +138,7 @@ def _plan(ctx: IngestionContext, kb: str, force: bool) -> list[str]:
     """A run launched without a document list (from the UI): the KB's documents to do now."""
     repository.ensure_kb(ctx.db, kb, ctx.defaults)
     plan = plan_kb(ctx.store, ctx.db, kb)
+    record_refused(ctx.db, kb, plan.refused)  # as the sensor and `ingest` do: never read, recorded
     return list(plan.etags) if force else plan.to_ingest
 
 
