@@ -117,28 +117,53 @@ def _parser(ctx: IngestionContext) -> Iterator[ParserPool]:
 def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force: bool = False) -> list[DocumentOutcome]:
     config, collection = ensure_kb_collection(ctx, kb)
     with _parser(ctx) as parser:
-        return _finish_batch(ctx, _start_batch(ctx, parser, kb, config, collection, keys, force))
+        outcomes, _ = _finish_batch(ctx, _start_batch(ctx, parser, kb, config, collection, keys, force))
+        return outcomes
+
+
+# A batch is written without its stragglers once none of its documents has finished parsing for
+# this long; they are written with a later batch (or at the end of the run) when they are done.
+STRAGGLER_SECONDS = 10.0
 
 
 def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch_size: int,
-                      force: bool = False) -> Iterator[list[DocumentOutcome]]:
+                      force: bool = False, straggler_seconds: float = STRAGGLER_SECONDS,
+                      ) -> Iterator[list[DocumentOutcome]]:
     """`ingest_documents` batch after batch, as a pipeline: a background thread embeds and writes
     batch n while the worker processes parse batch n+1 and the caller handles the outcomes of
     batch n-1 (a Dagster run stores two events per document meanwhile). The embedder and the
     event bookkeeping release each other's cores instead of taking turns.
 
-    Each batch is finished (written and recorded) before its outcomes are yielded; if the caller
+    A slow document does not hold its batch: once no document of a batch has finished parsing
+    for `straggler_seconds`, the batch is written without the ones still parsing, which are
+    carried and written as soon as they are done (checked after every later batch, waited for at
+    the end). Each document still gets exactly one outcome, in some later yield.
+
+    Each yield is finished (written and recorded) before it is handed over; if the caller
     stops early, the batch in hand is finished and nothing more is started."""
     config, collection = ensure_kb_collection(ctx, kb)
     with _parser(ctx) as parser:
-        yield from _pipelined(ctx, parser, kb, config, collection, keys, batch_size, force)
+        yield from _pipelined(ctx, parser, kb, config, collection, keys, batch_size, force, straggler_seconds)
 
 
 def _pipelined(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbConfig, collection: str,
-               keys: Sequence[str], batch_size: int, force: bool) -> Iterator[list[DocumentOutcome]]:
+               keys: Sequence[str], batch_size: int, force: bool,
+               straggler_seconds: float) -> Iterator[list[DocumentOutcome]]:
     batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
     finished: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
+    carried: list[_Batch] = []  # stragglers of earlier batches, still parsing
+
+    def finish(batch: _Batch, stall_seconds: float | None) -> None:
+        outcomes, rest = _finish_batch(ctx, batch, stall_seconds)
+        if rest is not None:
+            carried.append(rest)
+        if outcomes:
+            hand_over(outcomes)
+
+    def finish_carried(stall_seconds: float | None) -> None:
+        for batch in [carried.pop() for _ in range(len(carried))][::-1]:
+            finish(batch, stall_seconds)
 
     def hand_over(item) -> None:
         while not stop.is_set():
@@ -156,10 +181,13 @@ def _pipelined(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbCon
                     return
                 started = _start_batch(ctx, parser, kb, config, collection, batch_keys, force)
                 if pending is not None:
-                    hand_over(_finish_batch(ctx, pending))
+                    finish(pending, straggler_seconds)
+                    finish_carried(0)
                 pending = started
             if pending is not None and not stop.is_set():
-                hand_over(_finish_batch(ctx, pending))
+                finish(pending, straggler_seconds)
+            while carried and not stop.is_set():
+                finish_carried(None)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             hand_over(exc)
         finally:
@@ -272,11 +300,22 @@ def _gone(ctx: IngestionContext, kb: str, key: str, row: dict | None, error: Ing
     return outcome, record
 
 
-def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]:
+def _finish_batch(ctx: IngestionContext, batch: _Batch,
+                  stall_seconds: float | None = None) -> tuple[list[DocumentOutcome], _Batch | None]:
+    """Write and record the batch: all of it (`stall_seconds` None), or without the documents
+    still parsing after no progress for `stall_seconds`, returned as a batch of their own."""
     kb, collection, outcomes, records = batch.kb, batch.collection, batch.outcomes, batch.records
-    parsed = batch.job.results()
+    parsed, rest = batch.job.ready(stall_seconds)
+    carried = None
+    if rest is not None:
+        late = set(batch.to_parse) - set(parsed)
+        carried = _Batch(kb, collection, [key for key in batch.keys if key in late], {}, {},
+                         {key: batch.to_parse[key] for key in batch.to_parse if key in late}, rest,
+                         pii_mode=batch.pii_mode)
     prepared: dict[str, _Prepared] = {}
     for key, (info, sha, started) in batch.to_parse.items():
+        if key not in parsed:
+            continue
         result = parsed[key]
         if result.error is not None:
             outcomes[key], records[key] = _failure(ctx, kb, key, info, result.error, collection, started)
@@ -289,7 +328,7 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch) -> list[DocumentOutcome]
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
     repository.record_documents(ctx.db, records.values())
-    return [outcomes[key] for key in batch.keys]
+    return [outcomes[key] for key in batch.keys if key in outcomes], carried
 
 
 def _apply_pii(mode: str, prepared: dict[str, _Prepared]) -> list[str]:

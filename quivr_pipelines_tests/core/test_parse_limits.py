@@ -194,3 +194,34 @@ def test_at_realistic_sizes_the_default_memory_limit_stops_what_the_guards_would
             error = results[key].error
             assert error.error_type == ErrorType.TOO_COMPLEX and "QUIVR_PARSE_MEMORY_MB" in error.message, error
             assert_the_others_parsed(results)
+
+
+@pytest.mark.parametrize("straggler_seconds", [None, 0.5], ids=["waiting-for-the-batch", "carried"])
+def test_a_slow_document_no_guard_catches_does_not_hold_its_batch(ingestion, straggler_seconds):
+    """A document that passes every static guard but parses for long (here a 3 MB line with
+    the line guard off, seconds of spaCy) held every other document of its batch until it was
+    done. Now the batch is written without it once nothing else is left to finish, and it is
+    written on its own when done: each document still gets exactly one outcome."""
+    from quivr_pipelines.core.pipeline import ingest_in_batches
+
+    store = ingestion.store
+    store.put("kb1", "slow.txt", hostile.single_line_text(megabytes=0.3))
+    for key, data, _ in NORMAL:
+        store.put("kb1", key, data)
+    keys = ["slow.txt", "doc-0.txt", "doc-1.txt", "doc-2.txt", "doc-3.txt"]
+    limits = ParseLimits(timeout_seconds=300, memory_mb=6144, max_line_characters=10**9)
+    with ParserPool(workers=2, limits=limits) as parser:
+        parser.submit(NORMAL, CONFIG).results()  # workers up: their start is not the straggler
+        context = dataclasses.replace(ingestion, parser=parser)
+        wait = 10**6 if straggler_seconds is None else straggler_seconds  # 10**6: the behaviour before
+        yields = [[o.object_key for o in outcomes] for outcomes in ingest_in_batches(
+            context, "kb1", keys, batch_size=3, straggler_seconds=wait)]
+    assert sorted(key for batch in yields for key in batch) == sorted(keys)  # one outcome each
+    if straggler_seconds is None:
+        assert yields[0] == ["slow.txt", "doc-0.txt", "doc-1.txt"]
+    else:  # its batch-mates and the next batch are written first; the slow one last
+        assert yields[0] == ["doc-0.txt", "doc-1.txt"] and yields[-1] == ["slow.txt"]
+    from quivr_pipelines.core.catalog import repository
+
+    rows = repository.get_documents(ingestion.db, "kb1")
+    assert {rows[key]["status"] for key in keys} == {"ingested"}

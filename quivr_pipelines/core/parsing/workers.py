@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
@@ -398,6 +398,22 @@ class ParseJob:
     def __init__(self, pool: ParserPool, futures: dict[str, Future]):
         self._pool = pool
         self._futures = futures
+
+    def ready(self, stall_seconds: float | None) -> tuple[dict[str, ParseResult], ParseJob | None]:
+        """The results of this batch, but not wait on its stragglers: once no document of the
+        batch has finished for `stall_seconds` (None: wait for all), the results so far and a
+        job of the rest (None when nothing is left). A slow document that no static guard
+        catches parses up to its wall-time limit; the rest of its batch need not wait for it."""
+        pending = {future for future in self._futures.values() if not future.done()}
+        while pending and stall_seconds is not None:
+            finished, pending = wait(pending, timeout=stall_seconds, return_when=FIRST_COMPLETED)
+            if not finished:  # no progress for stall_seconds: the rest are stragglers
+                break
+        if stall_seconds is None or not pending:
+            return self.results(), None
+        done = {key: future for key, future in self._futures.items() if future not in pending}
+        rest = {key: future for key, future in self._futures.items() if future in pending}
+        return ParseJob(self._pool, done).results(), ParseJob(self._pool, rest)
 
     def results(self) -> dict[str, ParseResult]:
         results = {}
