@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quivr_pipelines.core import events, pii, sparse
+from quivr_pipelines.core import events, pii, redaction, sparse
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
@@ -260,7 +260,7 @@ def _start_batch(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbC
         except Exception as exc:  # noqa: BLE001 - one object's problem must not sink the batch
             error = exc if isinstance(exc, IngestionError) else IngestionError(
                 ErrorType.NOT_FOUND if isinstance(exc, FileNotFoundError) else ErrorType.STORAGE_ERROR,
-                f"{type(exc).__name__}: {exc}"[:500])
+                redaction.summary(exc, 500))
             if error.error_type == ErrorType.NOT_FOUND:
                 outcomes[key], gone = _gone(ctx, kb, key, known.get(key), error, collection)
                 if gone is not None:
@@ -434,7 +434,7 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         ctx.vectors.replace_documents(collection, [(kb, key, points) for key, points in writes])
         write_error = None
     except Exception as exc:  # noqa: BLE001 - recorded per document below
-        write_error = IngestionError(ErrorType.VECTOR_STORE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+        write_error = IngestionError(ErrorType.VECTOR_STORE_ERROR, redaction.summary(exc, 500))
     write_seconds = time.perf_counter() - write_started
     for key, points in writes:
         p = prepared[key]

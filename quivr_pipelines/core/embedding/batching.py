@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quivr_pipelines.core import redaction
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.embedding.base import Embedder
@@ -59,7 +60,8 @@ def embed_documents(
         try:
             _embed_into(embedder, db, batch, texts_by_digest, known, kb, run_id, outcome)
         except Exception as exc:  # noqa: BLE001 - isolate below, per document
-            log.warning("embedding batch of %d texts failed (%s); retrying per document", len(batch), exc)
+            log.warning("embedding batch of %d texts failed (%s); retrying per document", len(batch),
+                        redaction.summary(exc))
 
     for doc_id, doc_digests in digests.items():
         pending = [d for d in dict.fromkeys(doc_digests) if d not in known]
@@ -69,7 +71,7 @@ def embed_documents(
                     _embed_into(embedder, db, pending[start:start + batch_size], texts_by_digest,
                                 known, kb, run_id, outcome)
             except Exception as exc:  # noqa: BLE001 - recorded as this document's failure
-                outcome.failures[doc_id] = f"{type(exc).__name__}: {exc}"[:500]
+                outcome.failures[doc_id] = redaction.summary(exc, 500)
                 continue
         outcome.vectors[doc_id] = np.stack([known[d] for d in doc_digests]) if doc_digests else \
             np.zeros((0, embedder.dimensions), dtype=np.float32)
