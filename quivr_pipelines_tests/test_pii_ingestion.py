@@ -134,7 +134,7 @@ def test_a_document_whose_analysis_fails_is_recorded_and_nothing_of_it_is_writte
     monkeypatch.setattr(pii, "scrub", scrub)
     summary, instance = ingest()
     rows = catalog_rows("kb1")
-    assert (rows["customer.txt"]["status"], rows["customer.txt"]["error_type"]) == ("failed", "parse_error")
+    assert (rows["customer.txt"]["status"], rows["customer.txt"]["error_type"]) == ("failed", "pii_error")
     assert "PII analysis failed" in rows["customer.txt"]["failure_reason"]
     assert rows["plain.txt"]["status"] == "ingested"  # the rest of the run lands
     assert all_points("kb1")["customer.txt"] == []

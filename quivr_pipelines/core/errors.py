@@ -35,6 +35,7 @@ class ErrorType(StrEnum):
     CORRUPT = "corrupt"
     HOSTILE_KEY = "hostile_key"
     PARSE_ERROR = "parse_error"
+    PII_ERROR = "pii_error"  # PII detection/masking failed: nothing of the document is written
     EMBEDDING_ERROR = "embedding_error"
     VECTOR_STORE_ERROR = "vector_store_error"
     STORAGE_ERROR = "storage_error"
@@ -54,6 +55,7 @@ ERROR_STATUS: dict[ErrorType, DocumentStatus] = {
     ErrorType.CORRUPT: DocumentStatus.FAILED,
     ErrorType.HOSTILE_KEY: DocumentStatus.FAILED,
     ErrorType.PARSE_ERROR: DocumentStatus.FAILED,
+    ErrorType.PII_ERROR: DocumentStatus.FAILED,
     ErrorType.EMBEDDING_ERROR: DocumentStatus.FAILED,
     ErrorType.VECTOR_STORE_ERROR: DocumentStatus.FAILED,
     ErrorType.STORAGE_ERROR: DocumentStatus.FAILED,

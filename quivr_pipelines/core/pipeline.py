@@ -323,7 +323,7 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch,
             prepared[key] = _Prepared(info, sha, result.parsed, result.chunks, result.seconds, started)
     for key in _apply_pii(batch.pii_mode, prepared):
         p = prepared.pop(key)
-        error = IngestionError(ErrorType.PARSE_ERROR, "PII analysis failed; nothing of the document was written")
+        error = IngestionError(ErrorType.PII_ERROR, "PII analysis failed; nothing of the document was written")
         outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
     if prepared:
         _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
