@@ -225,3 +225,17 @@ def test_a_slow_document_no_guard_catches_does_not_hold_its_batch(ingestion, str
 
     rows = repository.get_documents(ingestion.db, "kb1")
     assert {rows[key]["status"] for key in keys} == {"ingested"}
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"a": ', "}")], ids=["arrays", "objects"])
+def test_deeply_nested_json_is_too_complex_with_its_depth_not_an_invalid_json(opening, closing):
+    """5,000 levels of nesting failed as `parse_error: Not a valid json` (the reader's recursion
+    limit); now `too_complex` names the depth, and ordinary nesting (and brackets inside
+    strings) still parses."""
+    deep = (opening * 5000 + '"the deepest text"' + closing * 5000).encode()
+    with pytest.raises(IngestionError) as caught:
+        parse_document(deep, "deep.json")
+    assert caught.value.error_type == ErrorType.TOO_COMPLEX and "5,000 levels" in caught.value.message
+    fine = (opening * 100 + '"text with [[[ and {{{ inside a string"' + closing * 100).encode()
+    parsed = parse_document(fine, "fine.json")
+    assert "inside a string" in " ".join(e.text for e in parsed.elements)

@@ -32,6 +32,12 @@ CELL_COUNTED_TEXT = {".csv": b",", ".tsv": b"\t"}
 # A member's compression ratio means something only once it is big: a 2 KB run of spaces
 # compresses 100x and is harmless.
 RATIO_MIN_MEMBER_BYTES = 1 << 20
+# The JSON reader recurses once per nesting level: past ~980 levels (Python's recursion limit)
+# it fails with a bare "Not a valid json". Not a setting: no configuration can lift it, and
+# real JSON (API dumps, configs) nests tens of levels, not hundreds.
+JSON_EXTENSIONS = {".json", ".ndjson"}
+MAX_JSON_DEPTH = 512
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 DIMENSION = re.compile(rb'<(?:\w+:)?dimension\s+ref="([A-Z]{1,3})?(\d+)?(?::([A-Z]{1,3})(\d+))?"')
 
 
@@ -52,10 +58,30 @@ def check_static_limits(data: bytes, ext: str, limits: ParseLimits) -> None:
     """Raise `too_complex` when the document is past a static limit; read nothing expensive."""
     if ext in ZIP_PACKAGES:
         _check_package(data, ext, limits)
+    elif ext in JSON_EXTENSIONS:
+        _check_json_depth(data)
     elif ext in LINE_LIMITED:
         _check_lines(data, limits)
         if ext in CELL_COUNTED_TEXT:
             _check_delimited_cells(data, CELL_COUNTED_TEXT[ext], limits)
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of brackets outside strings, without parsing (a vectorised scan)."""
+    import numpy as np
+
+    brackets = np.frombuffer(JSON_STRING.sub(b"", data), dtype=np.uint8)
+    steps = np.zeros(len(brackets), dtype=np.int32)
+    steps[(brackets == ord("[")) | (brackets == ord("{"))] = 1
+    steps[(brackets == ord("]")) | (brackets == ord("}"))] = -1
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _check_json_depth(data: bytes) -> None:
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise IngestionError(ErrorType.TOO_COMPLEX, f"JSON nested {depth:,} levels deep; the JSON reader "
+                             f"handles at most {MAX_JSON_DEPTH} levels (a fixed limit, not a setting)")
 
 
 def too_complex(what: str, value: str, limit: str, setting: str) -> IngestionError:
