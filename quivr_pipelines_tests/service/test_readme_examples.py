@@ -1,6 +1,8 @@
 """The README's curl examples, as written: every `curl` command of its fenced blocks is run by
 the real curl binary against the query service served over HTTP, with only the API key ($KEY,
-from the environment as a shell would) and the address (localhost:8000) substituted."""
+from the environment as a shell would), an OIDC access token ($ACCESS_TOKEN, signed by a loopback
+issuer configured as the README's Keycloak example) and the address (localhost:8000)
+substituted."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from quivr_pipelines_tests.jwks_server import JwksServer
 from quivr_pipelines_tests.service.conftest import ServerThread, ingest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -71,11 +74,18 @@ def handbook(env, tmp_path_factory):
         db.close()
     curl_home = tmp_path_factory.mktemp("curl")
     (curl_home / ".curlrc").write_text('write-out = "' + STATUS_MARK.replace("\n", "\\n") + '%{http_code}"\n')
-    server = ServerThread(create_app(settings)).start()
+    issuer = JwksServer()
+    keycloak = {"oidc_issuer": issuer.issuer, "oidc_audience": "quivr-api", "oidc_role_claim": "realm_access.roles",
+                "oidc_role_map": "quivr-admin=admin,quivr-editor=editor,*=viewer", "oidc_kbs_claim": "groups",
+                "oidc_kbs_prefix": "/kb/"}
+    token = issuer.token(issuer.claims("alice", "quivr-api", lifetime=3600, groups=["/kb/handbook"],
+                                       realm_access={"roles": ["employee"]}))
+    server = ServerThread(create_app(settings.model_copy(update=keycloak))).start()
     environment = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
-    environment.update({"KEY": key, "CURL_HOME": str(curl_home)})
+    environment.update({"KEY": key, "ACCESS_TOKEN": token, "CURL_HOME": str(curl_home)})
     yield {"url": server.url, "env": environment}
     server.stop()
+    issuer.stop()
 
 
 def run_curl(handbook, command: str) -> tuple[int, str]:
