@@ -98,8 +98,12 @@ def start_webserver(dagster_home: Path, target: list[str], port: int, log: Path)
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home))
     binary = Path(sys.executable).parent / "dagster-webserver"
     command = [str(binary), *target, "-h", "127.0.0.1", "-p", str(port)]
+    # From the instance folder, as `dagster dev` is run from a project folder: a dagster.yaml's
+    # relative paths (the default one's `.quivr/dagster`) and QUIVR_DATA_DIR's default `.quivr`
+    # then resolve where that folder's runs were recorded, not in this repository.
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        command, cwd=dagster_home, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
