@@ -111,13 +111,20 @@ def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
         from unstructured.partition.text import partition_text
 
         return partition_text(text=decode_text(data), languages=NO_LANGUAGE_DETECTION), None
+    options = {}
     if ext == ".eml":
         data = detect.normalise_email_bytes(data)
+    elif ext in MARKUP_EXTENSIONS:
+        # Our decoder, not unstructured's guess: the partitioner reads UTF-8 without a BOM, and
+        # `encoding` overrides a declaration (an XML prolog) that no longer describes the bytes.
+        data = decode_text(data).encode("utf-8")
+        options["encoding"] = "utf-8"
     with tempfile.TemporaryDirectory(prefix="quivr-parse-") as tmp:
         # A fixed, safe local name: the object key never becomes a path on this machine.
         path = Path(tmp) / f"document{ext}"
         path.write_bytes(data)
         try:
-            return partition(filename=str(path), strategy="fast", languages=NO_LANGUAGE_DETECTION), None
+            return partition(filename=str(path), strategy="fast", languages=NO_LANGUAGE_DETECTION,
+                             **options), None
         except Exception as exc:  # classified below
             raise detect.classify_parser_error(exc, ext) from exc
