@@ -324,30 +324,28 @@ class S3Store:
                 )
 
     def head(self, kb: str, key: str) -> ObjectInfo | None:
-        from botocore.exceptions import ClientError
-
         if is_escaped(key):  # a refused name, recorded escaped: is its raw object still there?
             raw = unescape_key(key)
             try:
-                raw_bytes = key_bytes(raw)
-                raw_bytes.decode("utf-8")
+                key_bytes(raw).decode("utf-8")
             except UnicodeDecodeError:
                 return None  # not valid UTF-8: no S3 request can name it (botocore sends text)
-            try:
-                resp = self.client.head_object(Bucket=self.bucket, Key=self._full(kb, raw))
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return None
-                raise
-            return replace(self._info(kb, key, resp), refused=raw_key_problem(raw))
+            resp = self._head_object(kb, raw)
+            return None if resp is None else replace(self._info(kb, key, resp), refused=raw_key_problem(raw))
         check_object_key(key)
+        resp = self._head_object(kb, key)
+        return None if resp is None else self._info(kb, key, resp)
+
+    def _head_object(self, kb: str, key: str) -> dict | None:
+        """HEAD of the object named `key` (raw), or None when it does not exist."""
+        from botocore.exceptions import ClientError
+
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=self._full(kb, key))
+            return self.client.head_object(Bucket=self.bucket, Key=self._full(kb, key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return self._info(kb, key, resp)
 
     def _info(self, kb: str, key: str, resp: dict) -> ObjectInfo:
         return ObjectInfo(
