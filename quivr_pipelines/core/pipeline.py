@@ -162,7 +162,8 @@ def _pipelined(ctx: IngestionContext, parser: ParserPool, kb: str, config: KbCon
             hand_over(outcomes)
 
     def finish_carried(stall_seconds: float | None) -> None:
-        for batch in [carried.pop() for _ in range(len(carried))][::-1]:
+        waiting, carried[:] = carried[:], []  # `finish` carries what is still parsing again
+        for batch in waiting:
             finish(batch, stall_seconds)
 
     def hand_over(item) -> None:
