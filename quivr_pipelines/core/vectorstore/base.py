@@ -8,6 +8,7 @@ IDF modifier). A KB is read through an alias named after it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -47,6 +48,11 @@ class SearchFilter:
     ingested_before: str | None = None
 
 
+MAX_RRF_K = 10_000
+MAX_FUSION_WEIGHT = 100.0
+MAX_FUSION_DEPTH = 1_000  # candidates per list; the default for top_k 100 is 400
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """How hybrid search fuses its dense and sparse candidate lists inside Qdrant.
@@ -63,8 +69,22 @@ class FusionConfig:
     depth: int | None = None
 
     def __post_init__(self):
+        """Bounds: k >= 1 (k = 0 would divide by a zero rank), finite weights >= 0 and not both 0
+        (that ranks every point equal), 1 <= depth <= MAX_FUSION_DEPTH (each list is read whole)."""
         if self.method not in ("rrf", "dbsf"):
             raise ValueError(f"unknown fusion {self.method!r} (expected rrf or dbsf)")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_RRF_K:
+            raise ValueError(f"rrf k must be an integer from 1 to {MAX_RRF_K}, not {self.k!r}")
+        for name in ("dense_weight", "sparse_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and 0 <= value <= MAX_FUSION_WEIGHT):
+                raise ValueError(f"{name} must be a number from 0 to {MAX_FUSION_WEIGHT:g}, not {value!r}")
+        if self.dense_weight == 0 and self.sparse_weight == 0:
+            raise ValueError("dense_weight and sparse_weight cannot both be 0")
+        if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int)
+                                       or not 1 <= self.depth <= MAX_FUSION_DEPTH):
+            raise ValueError(f"depth must be an integer from 1 to {MAX_FUSION_DEPTH}, not {self.depth!r}")
         if self.method == "dbsf" and self.weights() is not None:
             raise ValueError("dbsf fusion takes no weights")
 
