@@ -8,7 +8,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from quivr_pipelines.core.catalog.api_keys import ApiKey
 from quivr_pipelines.service.dependencies import get_service, kb_reader
-from quivr_pipelines.service.schemas import AskRequest, AskResponse, ErrorResponse, SearchRequest, SearchResponse
+from quivr_pipelines.service.schemas import (
+    MAX_TOP_K,
+    MAX_TOP_K_EVALUATION,
+    AskRequest,
+    AskResponse,
+    ErrorResponse,
+    SearchRequest,
+    SearchResponse,
+)
 from quivr_pipelines.service.service import QueryService
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)}
@@ -21,10 +29,20 @@ def _check_length(service: QueryService, query: str) -> None:
         raise HTTPException(422, f"query is {len(query)} characters long; the limit is {limit} (MAX_QUERY_LENGTH)")
 
 
+def _check_top_k(key: ApiKey, top_k: int) -> None:
+    """Above 50 (the schema's cap is 100, for every key: 422) only for evaluation keys: 403."""
+    if top_k > MAX_TOP_K and not key.evaluation:
+        raise HTTPException(403, f"top_k {top_k} is above {MAX_TOP_K}, the limit for keys without the "
+                                 f"evaluation capability; {key.id} may ask for at most {MAX_TOP_K} "
+                                 f"(an evaluation key, `quivr-pipelines keys create --evaluation`, up to "
+                                 f"{MAX_TOP_K_EVALUATION})")
+
+
 @router.post("/v1/kbs/{kb}/search", response_model=SearchResponse, responses=ERRORS)
 def search(kb: str, body: SearchRequest, key: ApiKey = Depends(kb_reader),
            service: QueryService = Depends(get_service)):
     _check_length(service, body.query)
+    _check_top_k(key, body.top_k)
     return service.search(kb, body, key.id)
 
 
@@ -32,6 +50,7 @@ def search(kb: str, body: SearchRequest, key: ApiKey = Depends(kb_reader),
 def ask(kb: str, body: AskRequest, key: ApiKey = Depends(kb_reader),
         service: QueryService = Depends(get_service)):
     _check_length(service, body.query)
+    _check_top_k(key, body.top_k)
     if body.stream:
         events = service.ask_stream(kb, body, key.id)
         return StreamingResponse(events, media_type="text/event-stream",

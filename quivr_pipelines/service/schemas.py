@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from quivr_pipelines.core.vectorstore.base import (
+    MAX_FUSION_DEPTH,
+    MAX_FUSION_WEIGHT,
+    MAX_RRF_K,
+    FusionConfig,
+)
+
+MAX_TOP_K = 50  # every key
+MAX_TOP_K_EVALUATION = 100  # keys with the evaluation capability (`keys create --evaluation`)
 
 
 class Filters(BaseModel):
@@ -31,13 +41,46 @@ class Filters(BaseModel):
         return value
 
 
+class Fusion(BaseModel):
+    """How hybrid search fuses its dense and sparse lists (core/vectorstore/base.py:FusionConfig);
+    omitted fields take the default fusion's values. `depth`: candidates per list (default
+    max(4 x top_k, 20))."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: Literal["rrf", "dbsf"] = "rrf"
+    k: int = Field(default=60, ge=1, le=MAX_RRF_K)
+    dense_weight: float = Field(default=1.0, ge=0, le=MAX_FUSION_WEIGHT, strict=False)  # JSON 1 is 1.0
+    sparse_weight: float = Field(default=1.0, ge=0, le=MAX_FUSION_WEIGHT, strict=False)
+    depth: int | None = Field(default=None, ge=1, le=MAX_FUSION_DEPTH)
+
+    @field_validator("dense_weight", "sparse_weight", mode="before")
+    @classmethod
+    def _number(cls, value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        self.config()  # dbsf with weights, both weights 0: FusionConfig's own message
+        return self
+
+    def config(self) -> FusionConfig:
+        return FusionConfig(method=self.method, k=self.k, dense_weight=float(self.dense_weight),
+                            sparse_weight=float(self.sparse_weight), depth=self.depth)
+
+
 class SearchRequest(BaseModel):
+    """`top_k` above 50 (up to 100) needs a key with the evaluation capability (403 otherwise)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1)
-    top_k: int = Field(default=5, ge=1, le=50)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K_EVALUATION)
     mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
     filters: Filters | None = None
+    fusion: Fusion | None = None
 
     @field_validator("query")
     @classmethod
@@ -45,6 +88,15 @@ class SearchRequest(BaseModel):
         if not value.strip():
             raise ValueError("query is blank")
         return value
+
+    @model_validator(mode="after")
+    def _fusion_is_hybrid(self):
+        if self.fusion is not None and self.mode != "hybrid":
+            raise ValueError(f"fusion applies to hybrid search only, not mode {self.mode!r}")
+        return self
+
+    def fusion_config(self) -> FusionConfig | None:
+        return self.fusion.config() if self.fusion is not None else None
 
 
 class AskRequest(SearchRequest):

@@ -6,7 +6,9 @@ the 404 and the result-cache key.
 
 Caches (per process, bounded, TTL):
 - query vectors, keyed by (embedder fingerprint, query text): a vector never goes stale;
-- results, keyed by (KB, collection, point count, KB generation, query, top_k, mode, filters).
+- results, keyed by (KB, collection, point count, KB generation, query, top_k, mode, filters,
+  fusion) (the fusion resolved to its FusionConfig, so an omitted fusion and the default one
+  written out share an entry).
   The generation is max(documents.updated_at) of the KB in the catalog (one index probe):
   ingestion writes a document's points and THEN its catalog row, so every re-ingested,
   changed or deleted document moves it; a re-embedding swaps the alias to a new collection;
@@ -47,7 +49,7 @@ from quivr_pipelines.core.llm import (
     extractive_pieces,
 )
 from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, kb_collection
-from quivr_pipelines.core.vectorstore.base import CollectionInfo, SearchFilter
+from quivr_pipelines.core.vectorstore.base import DEFAULT_FUSION, CollectionInfo, SearchFilter
 from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 from quivr_pipelines.service.caches import TTLCache
 from quivr_pipelines.service.metrics import Metrics
@@ -281,7 +283,8 @@ class QueryService:
     def retrieve(self, kb: str, req: SearchRequest, key_id: str | None) -> Retrieved:
         info = self.collection(kb)
         flt = scoped_filter(kb, req.filters)
-        cache_key = (kb, info.name, info.points, self.generation(kb), req.query, req.top_k, req.mode, flt)
+        fusion = (req.fusion_config() or DEFAULT_FUSION) if req.mode == "hybrid" else None
+        cache_key = (kb, info.name, info.points, self.generation(kb), req.query, req.top_k, req.mode, flt, fusion)
         cached = self.results.get(cache_key)
         if cached is not None:
             self.metrics.cache.labels("results", "hit").inc()
@@ -293,7 +296,8 @@ class QueryService:
         if req.mode != "sparse":
             dense, tokens, embedding_cached = self.embed_query(kb, req.query, key_id)
         try:
-            hits = self.store.search(info.name, dense, sparse.query_vector(req.query), req.top_k, flt, req.mode)
+            hits = self.store.search(info.name, dense, sparse.query_vector(req.query), req.top_k, flt, req.mode,
+                                     fusion)
         except StoreBusy:
             raise
         except Exception as exc:

@@ -142,7 +142,7 @@ def test_request_validation_and_limits(client, stack):
     too_long = client.post(url, headers=headers, json={"query": "x" * 301})
     assert too_long.status_code == 422 and "limit is 300" in too_long.json()["detail"]
     assert client.post(url, headers=headers, json={"query": "x" * 300}).status_code == 200
-    for bad in ({"query": "a", "top_k": 0}, {"query": "a", "top_k": 51}, {"query": "a", "mode": "fuzzy"},
+    for bad in ({"query": "a", "top_k": 0}, {"query": "a", "top_k": 101}, {"query": "a", "mode": "fuzzy"},
                 {"query": "   "}, {}, {"query": "a", "filters": {"ingested_after": "yesterday"}}):
         response = client.post(url, headers=headers, json=bad)
         assert response.status_code == 422, bad

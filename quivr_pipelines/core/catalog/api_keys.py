@@ -5,6 +5,10 @@ long cannot be brute-forced, so a slow password hash would only add latency to e
 Authentication and the per-key token bucket are ONE statement: the bucket lives in
 PostgreSQL, so the limit holds across every worker process and every replica. Its commit does
 not wait for the WAL flush (a lost bucket update is harmless), which keeps it sub-millisecond.
+
+Capabilities beside the role: `evaluation` lets a key ask for `top_k` up to 100 (ordinary keys:
+50), which retrieval evaluation needs to find 10 distinct documents among chunk hits; deeper
+result lists cost more per request, so it is granted per key, not per role.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class ApiKey:
     revoked_at: datetime | None
     rate_limit_per_minute: float | None = None
     rate_limit_burst: int | None = None
+    evaluation: bool = False
 
     def allows(self, kb: str) -> bool:
         return self.kbs is None or kb in self.kbs
@@ -55,12 +60,12 @@ def _row_to_key(row: dict) -> ApiKey:
                   kbs=tuple(row["kbs"]) if row["kbs"] is not None else None,
                   created_at=row["created_at"], expires_at=row["expires_at"],
                   revoked_at=row["revoked_at"], rate_limit_per_minute=row["rate_limit_per_minute"],
-                  rate_limit_burst=row["rate_limit_burst"])
+                  rate_limit_burst=row["rate_limit_burst"], evaluation=bool(row.get("evaluation", False)))
 
 
 def create_key(db: Database, name: str, role: str = "viewer", kbs: list[str] | None = None,
                expires_at: datetime | None = None, rate_limit_per_minute: float | None = None,
-               rate_limit_burst: int | None = None) -> tuple[ApiKey, str]:
+               rate_limit_burst: int | None = None, evaluation: bool = False) -> tuple[ApiKey, str]:
     """Returns the key record and the secret; the secret is shown once and never stored."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
@@ -69,9 +74,9 @@ def create_key(db: Database, name: str, role: str = "viewer", kbs: list[str] | N
     with db.transaction() as conn:
         row = conn.cursor(row_factory=dict_row).execute(
             "INSERT INTO api_keys (id, key_hash, name, role, kbs, expires_at, rate_limit_per_minute,"
-            " rate_limit_burst) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            " rate_limit_burst, evaluation) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
             (key_id, hash_key(raw), name, role, sorted(set(kbs)) if kbs else None, expires_at,
-             rate_limit_per_minute, rate_limit_burst),
+             rate_limit_per_minute, rate_limit_burst, evaluation),
         ).fetchone()
     return _row_to_key(row), raw
 
