@@ -221,14 +221,26 @@ def search(
     query: str = typer.Argument(..., callback=_not_blank),
     top_k: int = typer.Option(5, min=1, max=50),
     mode: SearchModeChoice = typer.Option(SearchModeChoice.hybrid, help="Search mode."),
+    fusion: str = typer.Option(None, "--fusion", help="Hybrid fusion, as `eval --fusion`: rrf:k=20, "
+                               "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (default: the default fusion)."),
 ):
     """Search a KB from the command line (the query service offers the same over HTTP)."""
+    from quivr_pipelines.core.evaluation import parse_fusion
     from quivr_pipelines.core.keys import printable
     from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, search_kb
     from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 
+    mode = SearchModeChoice(mode).value
+    fused = None
+    if fusion is not None:
+        if mode != "hybrid":
+            raise typer.BadParameter(f"--fusion applies to hybrid search, not --mode {mode}", param_hint="--fusion")
+        try:
+            fused = parse_fusion(fusion)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--fusion") from None
     try:
-        hits = search_kb(_settings(), kb, query, top_k=top_k, mode=SearchModeChoice(mode).value)
+        hits = search_kb(_settings(), kb, query, top_k=top_k, mode=mode, fusion=fused)
     except UnknownKnowledgeBase as exc:
         _fail(f"{exc.args[0]}: no such KB, or nothing ingested into it")
     except (FingerprintMismatch, StoreBusy) as exc:
@@ -257,37 +269,80 @@ def _eval_modes(value: str) -> str:
     return value
 
 
+class RepresentationChoice(StrEnum):
+    points = "points"
+    pipeline = "pipeline"
+
+
 @app.command("eval")
 def eval_retrieval(
-    dataset: str = typer.Option("all", callback=_eval_dataset, help="xquad, nfcorpus or all"),
+    dataset: str = typer.Option("all", callback=_eval_dataset, help="xquad, nfcorpus or all (root layout)."),
     modes: str = typer.Option("dense,sparse,hybrid", callback=_eval_modes,
                               help="Comma-separated search modes."),
     limit: int = typer.Option(None, min=1, help="Only the first N queries of each set (quick runs)."),
     fusion: list[str] = typer.Option([], "--fusion", help="Extra hybrid run per value: rrf:k=20, "
-                                     "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (repeatable)."),
-    data: Path = typer.Option(None, help="Retrieval sets folder (default ../shared/data/retrieval)."),
+                                     "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (repeatable); each is "
+                                     "compared with the default fusion (paired randomisation test)."),
+    data: Path = typer.Option(None, help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv or "
+                              "qrels*.tsv), or the root holding xquad_en/ and nfcorpus/ "
+                              "(default ../shared/data/retrieval)."),
+    representation: RepresentationChoice = typer.Option(
+        RepresentationChoice.points, help="points: one point per corpus document (fast, cached vectors); "
+        "pipeline: corpus documents as Markdown files ingested by the real pipeline (chunking included)."),
+    baseline: Path = typer.Option(None, exists=True, dir_okay=False,
+                                  help="A saved `eval --json` result: compare every run with the same run in it."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-embed documents (cache: $QUIVR_DATA_DIR/eval-cache)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable, with per-query nDCG@10 (a --baseline)."),
 ):
-    """nDCG@10, recall@10 and MRR@10 of dense, sparse and hybrid search on XQuAD-en and NFCorpus,
-    through the configured embedder and a throwaway embedded collection."""
+    """nDCG@10, recall@10 and MRR@10 of dense, sparse and hybrid search on XQuAD-en and NFCorpus or
+    any BEIR folder, through the configured embedder and a throwaway embedded collection. The
+    pipeline representation keeps its catalog in schema <QUIVR_DATABASE_SCHEMA>_eval (its
+    embedding cache makes later runs cheap)."""
     from quivr_pipelines.core import evaluation
-    from quivr_pipelines.core.factory import build_embedder
+    from quivr_pipelines.core.factory import build_embedder, kb_defaults, open_database
 
     settings = _settings()
     names = list(evaluation.DATASETS) if dataset == "all" else [dataset]
+    if data is not None and evaluation.is_beir_folder(data) and dataset != "all":
+        raise typer.BadParameter(f"{data} is one BEIR set: --dataset applies to the root of the shared sets")
+    representation = RepresentationChoice(representation).value
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    catalog = None
     try:
         fusions = [evaluation.parse_fusion(spec) for spec in fusion]
+        if fusions and "hybrid" not in mode_list:
+            mode_list.append("hybrid")  # the default fusion each variant is compared with
+        saved = evaluation.load_baseline(baseline) if baseline else None
         embedder = build_embedder(settings)
-        scores = evaluation.run(names, embedder, [m.strip() for m in modes.split(",") if m.strip()], limit,
-                                fusions, data, None if no_cache else settings.data_dir / "eval-cache",
-                                lambda message: typer.echo(message, err=True))
-    except (ValueError, FileNotFoundError) as exc:
+        if representation == "pipeline":
+            catalog = open_database(settings.model_copy(update={"database_schema": _eval_schema(settings)}))
+        scores = evaluation.run(names, embedder, mode_list, limit, fusions, data,
+                                None if no_cache else settings.data_dir / "eval-cache",
+                                lambda message: typer.echo(message, err=True), representation,
+                                catalog, kb_defaults(settings))
+    except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    finally:
+        if catalog is not None:
+            catalog.close()
+    fused = evaluation.compare_fusions(scores)
+    against = evaluation.compare_baseline(scores, saved) if saved else []
     if as_json:
-        typer.echo(json.dumps({"embedder": embedder.fingerprint, "scores": [s.as_dict() for s in scores]}, indent=1))
-    else:
-        typer.echo(f"embedder {embedder.fingerprint}\n{evaluation.format_table(scores)}")
+        typer.echo(json.dumps({"embedder": embedder.fingerprint, "scores": [s.as_dict(per_query=True) for s in scores],
+                               "fusion_comparisons": [c.as_dict() for c in fused],
+                               "baseline_comparisons": [c.as_dict() for c in against]}, indent=1))
+        return
+    typer.echo(f"embedder {embedder.fingerprint}\n{evaluation.format_table(scores)}")
+    if fused:
+        typer.echo(f"\nfusion variants against the default (nDCG@10 per query):\n{evaluation.format_comparisons(fused)}")
+    if saved is not None:
+        typer.echo(f"\nagainst {baseline}:\n" + (evaluation.format_comparisons(against) if against
+                                                else "no run in common with the baseline"))
+
+
+def _eval_schema(settings) -> str:
+    """The pipeline evaluation's catalog: beside the configured one, never inside it."""
+    return f"{settings.database_schema}_eval"[:63]
 
 
 @app.command()
@@ -308,7 +363,7 @@ def demo(
     summary = ingest_now(settings, kbs=["demo"], progress=True)
     typer.echo(json.dumps(summary, indent=2, default=str))
     typer.echo("\nsearch 'how are deleted documents handled?':")
-    search("demo", "how are deleted documents handled?", top_k=3, mode="hybrid")
+    search("demo", "how are deleted documents handled?", top_k=3, mode="hybrid", fusion=None)
     typer.echo("\nstatus:")
     status(kb="demo", as_json=False)
     where, command = dagster_ui_command(settings)
@@ -384,6 +439,8 @@ def keys_create(
                                           help="Days until the key expires (> 0); default: never."),
     rate_limit_per_minute: float = typer.Option(None, min=0, help="Per-key override of QUIVR_RATE_LIMIT_PER_MINUTE (0: no limit)."),
     rate_limit_burst: int = typer.Option(None, min=1, help="Per-key override of QUIVR_RATE_LIMIT_BURST."),
+    evaluation: bool = typer.Option(False, "--evaluation", help="Evaluation capability: search and ask "
+                                    "with top_k up to 100 (other keys: 50)."),
 ):
     """Create an API key and print it once (only its hash is stored)."""
     from datetime import datetime, timedelta
@@ -396,14 +453,15 @@ def keys_create(
     db = open_database(_settings())
     try:
         key, raw = api_keys.create_key(db, name, RoleChoice(role).value, kb or None, expires,
-                                       rate_limit_per_minute, rate_limit_burst)
+                                       rate_limit_per_minute, rate_limit_burst, evaluation)
         audit.record(db, actor=audit.cli_actor(), action="keys.create", target=key.id, outcome="ok",
                      detail={"name": key.name, "role": key.role, "kbs": list(key.kbs) if key.kbs else "all",
                              "expires_at": key.expires_at, "rate_limit_per_minute": rate_limit_per_minute,
-                             "rate_limit_burst": rate_limit_burst})
+                             "rate_limit_burst": rate_limit_burst, "evaluation": evaluation})
     finally:
         db.close()
-    typer.echo(f"created {key.id} ({key.role}, KBs: {', '.join(key.kbs) if key.kbs else 'all'}, "
+    typer.echo(f"created {key.id} ({key.role}{', evaluation' if key.evaluation else ''}, "
+               f"KBs: {', '.join(key.kbs) if key.kbs else 'all'}, "
                f"expires: {key.expires_at.isoformat() if key.expires_at else 'never'})")
     typer.echo("key (shown once, store it now):", err=True)
     typer.echo(raw)
@@ -426,7 +484,8 @@ def keys_list(as_json: bool = typer.Option(False, "--json")):
     now = datetime.now(UTC)
     rows = [{"id": k.id, "name": k.name, "role": k.role, "kbs": list(k.kbs) if k.kbs else "all",
              "state": "revoked" if k.revoked_at else ("expired" if k.expires_at and k.expires_at <= now else "active"),
-             "created_at": k.created_at.isoformat(), "expires_at": k.expires_at.isoformat() if k.expires_at else None}
+             "created_at": k.created_at.isoformat(), "expires_at": k.expires_at.isoformat() if k.expires_at else None,
+             "evaluation": k.evaluation}
             for k in keys]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -41,11 +41,12 @@ def search(store, embedder, kb: str, query: str, top_k: int = 5, mode: SearchMod
     return store.search(kb, dense, sparse.query_vector(query), top_k, scoped, mode, fusion)
 
 
-def search_kb(settings, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid") -> list[Hit]:
+def search_kb(settings, kb: str, query: str, top_k: int = 5, mode: SearchMode = "hybrid",
+              fusion: FusionConfig | None = None) -> list[Hit]:
     from quivr_pipelines.core.factory import build_embedder, build_vector_store
 
     store = build_vector_store(settings)
     try:
-        return search(store, build_embedder(settings), kb, query, top_k, mode)
+        return search(store, build_embedder(settings), kb, query, top_k, mode, fusion=fusion)
     finally:
         store.close()
