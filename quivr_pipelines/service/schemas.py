@@ -48,8 +48,8 @@ class Fusion(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    method: Literal["rrf", "dbsf"] = "rrf"
-    k: int = Field(default=60, ge=1, le=MAX_RRF_K)
+    method: Literal["rrf", "dbsf"] = FusionConfig.method
+    k: int = Field(default=FusionConfig.k, ge=1, le=MAX_RRF_K)
     dense_weight: float = Field(default=1.0, ge=0, le=MAX_FUSION_WEIGHT, strict=False)  # JSON 1 is 1.0
     sparse_weight: float = Field(default=1.0, ge=0, le=MAX_FUSION_WEIGHT, strict=False)
     depth: int | None = Field(default=None, ge=1, le=MAX_FUSION_DEPTH)

@@ -6,7 +6,7 @@ import pytest
 
 from quivr_pipelines.core import evaluation
 from quivr_pipelines.core.evaluation import RetrievalSet, mrr_at_k, ndcg_at_k, recall_at_k
-from quivr_pipelines.core.vectorstore.base import FusionConfig
+from quivr_pipelines.core.vectorstore.base import DEFAULT_FUSION, FusionConfig
 from quivr_pipelines_tests.conftest import SHARED_DATA
 
 DATA = SHARED_DATA / "retrieval"
@@ -77,14 +77,15 @@ def test_real_run_on_xquad_subset(tmp_path):
     embedder = LocalEmbedder.load()
     scores = evaluation.evaluate(rset, embedder, fusions=[FusionConfig(method="dbsf")], cache_dir=tmp_path)
     by_run = {(s.mode, s.fusion): s for s in scores}
-    assert list(by_run) == [("dense", "-"), ("sparse", "-"), ("hybrid", "rrf:k=60"), ("hybrid", "dbsf")]
+    default = DEFAULT_FUSION.label()
+    assert list(by_run) == [("dense", "-"), ("sparse", "-"), ("hybrid", default), ("hybrid", "dbsf")]
     for s in scores:
         assert s.queries == len(rset.queries)
         assert 0.0 <= s.ndcg <= 1.0 and 0.0 <= s.recall <= 1.0 and 0.0 <= s.mrr <= 1.0
         assert len(s.per_query) == s.queries
     assert by_run["dense", "-"].recall > 0.8
     assert by_run["sparse", "-"].recall > 0.8
-    for fusion in ("rrf:k=60", "dbsf"):
+    for fusion in (default, "dbsf"):
         assert by_run["hybrid", fusion].recall > 0.9 and by_run["hybrid", fusion].ndcg > 0.8
     # the cache holds every document vector: a second pass embeds nothing
     assert list(tmp_path.glob("*.npz"))
@@ -127,8 +128,8 @@ def test_both_stores_fuse_identically(tmp_path, fusion):
     assert results[0] == results[1]
     if fusion is None:
         # dense ranks d1, d2, d3, d0; sparse ("revenues" stems to "revenu") ranks d0, d2 (d0 is shorter).
-        # Qdrant's RRF: sum of 1 / (k + rank - 1) over the lists, k = 60.
-        assert results[0] == [("d2", round(2 / 61, 4)), ("d0", round(1 / 63 + 1 / 60, 4)), ("d1", round(1 / 60, 4))]
+        # Qdrant's RRF: sum of 1 / (k + rank - 1) over the lists, k = 20 (the default).
+        assert results[0] == [("d2", round(2 / 21, 4)), ("d0", round(1 / 23 + 1 / 20, 4)), ("d1", round(1 / 20, 4))]
 
 
 # -- BEIR folders -------------------------------------------------------------------------------
@@ -322,11 +323,11 @@ def test_pipeline_representation_ingests_a_tiny_set_through_the_real_pipeline(se
         assert (ingested.documents, ingested.failed) == (4, {})
         assert ingested.chunks > 4  # the long report was chunked
         by_run = {(s.mode, s.fusion): s for s in scores}
-        assert list(by_run) == [("dense", "-"), ("sparse", "-"), ("hybrid", "rrf:k=60"), ("hybrid", "dbsf")]
+        assert list(by_run) == [("dense", "-"), ("sparse", "-"), ("hybrid", "rrf:k=20"), ("hybrid", "dbsf")]
         assert all(s.representation == "pipeline" and s.queries == 3 for s in scores)
         # the late sentence of the long report is found in its own chunk, mapped back to the corpus id
         assert by_run["sparse", "-"].per_query["q5"] == 1.0
-        assert by_run["hybrid", "rrf:k=60"].per_query["q1"] > 0.5
+        assert by_run["hybrid", "rrf:k=20"].per_query["q1"] > 0.5
         keys = {row["object_key"] for row in _documents(db)}
         assert evaluation.corpus_file_name("REPORT/long") in keys and "REPORT%2Flong.md" in keys
         # the catalog outlives the throwaway store: a second run re-ingests (force) from the cache

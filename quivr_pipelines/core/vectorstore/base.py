@@ -60,10 +60,14 @@ class FusionConfig:
     `rrf`: reciprocal rank fusion, 1/(k + rank), optionally weighted per list. `dbsf`:
     distribution-based score fusion (each list's scores normalised by mean +- 3 sigma, summed;
     no weights). `depth`: candidates per list (default max(4 x limit, 20)).
+
+    The defaults are DEFAULT_FUSION. k=20 replaced k=60 on 2026-12-02: better on both shared sets
+    (XQuAD-en nDCG@10 +0.001, p = 0.017; NFCorpus +0.003, p = 0.007; paired randomisation test,
+    `quivr-pipelines eval --fusion rrf:k=60`); every variant measured is in benchmarks/RESULTS.md.
     """
 
     method: Literal["rrf", "dbsf"] = "rrf"
-    k: int = 60
+    k: int = 20
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     depth: int | None = None
