@@ -246,6 +246,21 @@ def test_randomisation_test_matches_the_exact_distribution_and_is_repeatable():
     assert (result.queries, result.p_value) == (2, 1.0)
 
 
+def test_a_saved_result_compared_with_the_same_run_has_p_one(tmp_path):
+    """Per-query scores are saved unrounded: rounded ones differ from the run by noise of one sign
+    over hundreds of queries, which the test called significant (p < 0.001 for identical runs)."""
+    import json as _json
+
+    from quivr_pipelines.core.evaluation import Score
+
+    per_query = {f"q{i}": ndcg_at_k(["x"] * (i % 9) + ["d"], {"d": 1, "e": 2}) for i in range(300)}
+    score = Score("set", "hybrid", "rrf:k=20", 300, 0.5, 0.5, 0.5, 1.0, per_query)
+    saved = tmp_path / "run.json"
+    saved.write_text(_json.dumps({"scores": [score.as_dict(per_query=True)]}))
+    (compared,) = evaluation.compare_baseline([score], evaluation.load_baseline(saved))
+    assert (compared.result.queries, compared.result.delta, compared.result.p_value) == (300, 0.0, 1.0)
+
+
 # -- fusion specs -------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["rrf:k=0", "rrf:k=-5", "rrf:dense=-1", "rrf:dense=0,sparse=0", "rrf:depth=0",
                                   "rrf:depth=5000", "rrf:dense=inf", "rrf:dense=nan", "rrf:kk=3"])
