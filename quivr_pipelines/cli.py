@@ -225,7 +225,6 @@ def search(
                                "rrf:dense=1,sparse=0.5, dbsf, rrf:depth=100 (default: the default fusion)."),
 ):
     """Search a KB from the command line (the query service offers the same over HTTP)."""
-    from quivr_pipelines.core.evaluation import parse_fusion
     from quivr_pipelines.core.keys import printable
     from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, search_kb
     from quivr_pipelines.core.vectorstore.handoff import StoreBusy
@@ -233,6 +232,8 @@ def search(
     mode = SearchModeChoice(mode).value
     fused = None
     if fusion is not None:
+        from quivr_pipelines.core.evaluation import parse_fusion
+
         if mode != "hybrid":
             raise typer.BadParameter(f"--fusion applies to hybrid search, not --mode {mode}", param_hint="--fusion")
         try:
