@@ -177,7 +177,7 @@ class QdrantServerStore:
         else:
             fusion = fusion or DEFAULT_FUSION
             depth = fusion.prefetch_depth(limit)
-            # k always explicit: a bare `Fusion.RRF` means k=2 on Qdrant, not the k=60 used here
+            # k always explicit: a bare `Fusion.RRF` means k=2 on Qdrant, not the DEFAULT_FUSION k used here
             # and by the embedded store (needs a server that knows the parameterised `rrf` query).
             fused = (models.FusionQuery(fusion=models.Fusion.DBSF) if fusion.method == "dbsf"
                      else models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=fusion.weights())))
