@@ -57,6 +57,15 @@ def usable(title: str | None) -> str | None:
     return title
 
 
+def _heading(text: str | None) -> str | None:
+    """A Title element that reads like a heading: unstructured calls many a short line of plain
+    text a Title; one ending like a sentence or longer than a heading is not the document's."""
+    title = usable(text)
+    if not title or len(title) > 150 or len(title.split()) > 20 or title[-1] in ".,;":
+        return None
+    return title
+
+
 def email_headers(elements: list) -> EmailHeaders | None:
     """What unstructured's e-mail partitioners put in every element's metadata."""
     for element in elements[:1]:
@@ -76,7 +85,7 @@ def document_title(data: bytes, key: str, ext: str, elements: list,
     title = title or _metadata_title(data, ext)
     if not title:
         for element in elements[:FIRST_ELEMENTS_SEARCHED]:
-            if element.category == "Title" and (title := usable(element.text)):
+            if element.category == "Title" and (title := _heading(element.text)):
                 break
     return title or readable_file_name(key)
 
