@@ -11,8 +11,8 @@ first. Here a table is read from its `text_as_html` and written as lines, cells 
   other);
 - rows are packed up to the chunk size, every chunk starting with its header line;
 - a table whose header line alone takes more than a third of a chunk (hundreds of columns) is
-  written as records instead, "column: value; ..." per row, split at cell boundaries, each piece
-  repeating the row's first cell, so every value still stands next to its column's name.
+  written as records instead, "first column: label — column: value; ..." per row, split at cell
+  boundaries, each piece repeating the row's label, so every value stands next to its column's name.
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def _records(block: _Block, max_chars: int) -> list[TablePiece]:
     texts: list[str] = []
     for row in block.rows or [header]:  # a table of its header row alone: that row
         label = row[0] if named and row else ""
+        if label and header and header[0]:
+            label = f"{header[0]}: {label}"
         cells = [f"{header[i] if i < len(header) and header[i] else f'column {i + 1}'}: {cell}"
                  for i, cell in enumerate(row) if cell and (i > 0 or not named)]
         lead = f"{label} — " if label and cells else label

@@ -72,7 +72,7 @@ def test_a_very_wide_csv_keeps_each_value_beside_its_column_name():
     data = ("label," + ",".join(names) + "\n" + "sample A," + ",".join(str(i) for i in range(300)) + "\n").encode()
     _, chunks = chunks_of(data, "wide.csv", config(500))
     assert all(c.text.startswith("wide") is False for c in chunks)  # the file name is context, not text
-    assert all("sample A — " in c.text and len(c.text) <= 500 for c in chunks)
+    assert all(c.text.startswith("label: sample A — ") and len(c.text) <= 500 for c in chunks)
     assert "marker217: 217" in "\n".join(c.text for c in chunks)
 
 
