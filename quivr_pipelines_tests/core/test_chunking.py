@@ -219,3 +219,23 @@ def test_pii_masking_covers_the_title_header_and_email_fields(ingestion):
     payloads = "\n".join(repr(p.payload) for p in points(ingestion, "pii", "mail.eml"))
     for original in ("john.smith@example.com", "alice.martin@example.com", "bob@example.org"):
         assert original not in payloads
+
+
+def docx_bytes(core_title: str) -> bytes:
+    from docx import Document
+
+    document = Document()
+    document.core_properties.title = core_title
+    document.add_heading("Scope of the review", level=1)
+    document.add_paragraph("Every crane on the quay was inspected twice in the year.")
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("core_title, title", [
+    ("Annual safety review", "Annual safety review"),  # the format's own title first
+    ("Microsoft Word - draft3.docx", "Scope of the review"),  # a placeholder: the first heading
+])
+def test_the_docx_core_title_is_the_document_title_unless_it_is_a_placeholder(core_title, title):
+    assert parse_document(docx_bytes(core_title), "review.docx").title == title

@@ -21,7 +21,8 @@ from pathlib import PurePosixPath
 TITLE_MAX_CHARACTERS = 300  # what is kept; the chunk header bounds it again (core/chunking.py)
 FIRST_ELEMENTS_SEARCHED = 20  # a Title deeper than this is a section heading, not the document's
 _JUNK_TITLE = re.compile(
-    r"^(untitled|title|document\d*|slide \d+|presentation\d*|book\d*|sheet\d*|microsoft (word|powerpoint|excel)\b.*"
+    r"^(untitled\b.*|title|document\d*|slide \d+|presentation\d*|book\d*|sheet\d*|spreadsheet\d*"
+    r"|(microsoft )?(word|powerpoint|excel)( document| presentation| worksheet)?|microsoft (word|powerpoint|excel)\b.*"
     r"|.*\.(docx?|pptx?|xlsx?|pdf|tex|dvi|rtf|odt|txt|indd|qxd|ps))$",
     re.IGNORECASE,
 )
