@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from quivr_pipelines.core.catalog.repository import KbConfig
 from quivr_pipelines.core.chunking_tables import chunk_table
+from quivr_pipelines.core.parsing.titles import heading_like
 
 # The header costs embedding tokens on every chunk, and the local MiniLM embedder reads only its
 # first 256 word pieces (~1,000 characters of English): 200 characters is ~40-50 word pieces.
@@ -231,12 +232,15 @@ def _bounded(text: str, limit: int) -> str:
 
 def context_header(title: str | None, section: str | None, text: str) -> str:
     """"Title › Section", at most `CONTEXT_MAX_CHARACTERS`; a part the chunk's start already
-    states, or the section when it is the title, is left out."""
+    states, a section the title holds, or one that reads like a sentence, is left out."""
     opening = re.sub(r"\s+", " ", text[:CONTEXT_ALREADY_STATED_WITHIN]).casefold()
+    title = re.sub(r"\s+", " ", title or "").strip()
+    section = re.sub(r"\s+", " ", section or "").strip()
+    if not heading_like(section) or section.casefold() in title.casefold():
+        section = ""  # a sentence unstructured took for a Title, or what the title already says
     parts: list[str] = []
-    for part, limit in ((title, CONTEXT_TITLE_MAX_CHARACTERS), (section, None)):
-        plain = re.sub(r"\s+", " ", part or "").strip()
-        if not plain or plain.casefold() in opening or any(plain.casefold() == p.casefold() for p in parts):
+    for plain, limit in ((title, CONTEXT_TITLE_MAX_CHARACTERS), (section, None)):
+        if not plain or plain.casefold() in opening:
             continue
         room = CONTEXT_MAX_CHARACTERS - sum(len(p) + len(CONTEXT_SEPARATOR) for p in parts)
         parts.append(_bounded(plain, min(limit or room, room)))

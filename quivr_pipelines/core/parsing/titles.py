@@ -58,7 +58,7 @@ def usable(title: str | None) -> str | None:
     return title
 
 
-def _heading(text: str | None) -> str | None:
+def heading_like(text: str | None) -> str | None:
     """A Title element that reads like a heading: unstructured calls many a short line of plain
     text a Title; one ending like a sentence or longer than a heading is not the document's."""
     title = usable(text)
@@ -86,7 +86,7 @@ def document_title(data: bytes, key: str, ext: str, elements: list,
     title = title or _metadata_title(data, ext)
     if not title:
         for element in elements[:FIRST_ELEMENTS_SEARCHED]:
-            if element.category == "Title" and (title := _heading(element.text)):
+            if element.category == "Title" and (title := heading_like(element.text)):
                 break
     return title or readable_file_name(key)
 
