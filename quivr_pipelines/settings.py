@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     chunk_new_after_characters: int = Field(default=1200, ge=50)
     chunk_combine_under_characters: int = Field(default=200, ge=0)
     chunk_overlap_characters: int = Field(default=0, ge=0)
+    # Embed and index each chunk with its header (document title, section; core/chunking.py);
+    # false: the plain chunk text, to measure retrieval without them. Re-ingest with --force after a change.
+    chunk_context_headers: bool = True
     # PII handling a new KB starts with (`kb set --pii` changes a KB's): off, detect, mask.
     pii: Literal["off", "detect", "mask"] = "off"
     documents_per_run: int = Field(default=100, ge=1)

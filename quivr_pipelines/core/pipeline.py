@@ -70,6 +70,9 @@ class IngestionContext:
     # The owner's parser pool, used and left open; None: each call opens one (a worker per core)
     # for its own duration and closes it.
     parser: ParserPool | None = None
+    # Embed and index each chunk with its contextual header (core/chunking.py); None: the
+    # QUIVR_CHUNK_CONTEXT_HEADERS setting, read once per batch.
+    context_headers: bool | None = None
 
 
 @dataclass
@@ -334,7 +337,8 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch,
 
 def _apply_pii(mode: str, prepared: dict[str, _Prepared]) -> list[str]:
     """The step between parsing and embedding: count (detect) or mask (mask) the entities of
-    every chunk text and section title, in place, before anything is embedded or written.
+    every chunk text, section title, document title, contextual header and e-mail header, in
+    place, before anything is embedded or written.
     Returns the documents whose analysis failed: in `mask` mode they must not be written
     unmasked, and `detect` treats them alike so a mode never writes what it could not check."""
     if mode == pii.PiiMode.OFF:
@@ -344,13 +348,23 @@ def _apply_pii(mode: str, prepared: dict[str, _Prepared]) -> list[str]:
         started = time.perf_counter()
         try:
             texts = pii.scrub([c.text for c in p.chunks], mode)
-            titles = sorted({c.section_title for c in p.chunks if c.section_title})
-            masked_titles = dict(zip(titles, (s.text for s in pii.scrub(titles, mode))))
+            email = p.parsed.email.as_payload() if p.parsed.email is not None else {}
+            # Titles, headers and e-mail fields repeat on many chunks: each distinct one once.
+            labels = sorted({c.section_title for c in p.chunks if c.section_title}
+                            | {c.document_title for c in p.chunks if c.document_title}
+                            | {c.context for c in p.chunks if c.context} | set(email.values()))
+            masked = dict(zip(labels, (s.text for s in pii.scrub(labels, mode))))
         except Exception:  # noqa: BLE001 - the document fails with a reason; its text is not logged
             failed.append(key)
             continue
-        p.chunks = [dataclasses.replace(c, text=s.text, section_title=masked_titles.get(c.section_title))
+        p.chunks = [dataclasses.replace(c, text=s.text, section_title=masked.get(c.section_title),
+                                        document_title=masked.get(c.document_title),
+                                        context=masked.get(c.context, ""))
                     for c, s in zip(p.chunks, texts)]
+        if p.parsed.email is not None:
+            p.parsed = dataclasses.replace(p.parsed, email=dataclasses.replace(
+                p.parsed.email, **{field: masked.get(getattr(p.parsed.email, field))
+                                   for field in ("subject", "sender", "to", "date")}))
         p.pii_mode, p.chunk_pii, p.pii_entities = mode, [s.entities for s in texts], pii.total(texts)
         p.pii_seconds = time.perf_counter() - started
     return failed
@@ -415,9 +429,24 @@ def _safe_uri(ctx, kb, key) -> str | None:
         return None
 
 
+def _context_headers(ctx: IngestionContext) -> bool:
+    if ctx.context_headers is not None:
+        return ctx.context_headers
+    from quivr_pipelines.settings import Settings
+
+    return Settings().chunk_context_headers
+
+
+def _indexed_text(chunk: Chunk, headers: bool) -> str:
+    """What the dense and the sparse vector are computed from; the payload keeps `chunk.text`."""
+    return chunk.embed_text if headers else chunk.text
+
+
 def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcomes, records) -> None:
+    headers = _context_headers(ctx)
     embedded = embed_documents(
-        ctx.embedder, ctx.db, [(key, [c.text for c in p.chunks]) for key, p in prepared.items()],
+        ctx.embedder, ctx.db,
+        [(key, [_indexed_text(c, headers) for c in p.chunks]) for key, p in prepared.items()],
         kb=kb, batch_size=ctx.batch_size, run_id=ctx.run_id,
     )
     total_texts = sum(len(p.chunks) for p in prepared.values()) or 1
@@ -428,7 +457,7 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
             error = IngestionError(ErrorType.EMBEDDING_ERROR, embedded.failures[key])
             outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
             continue
-        points = _points(ctx, kb, key, p, embedded.vectors[key], ingested_at)
+        points = _points(ctx, kb, key, p, embedded.vectors[key], ingested_at, headers)
         writes.append((key, points))
     write_started = time.perf_counter()
     try:
@@ -464,13 +493,14 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         )
 
 
-def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at) -> list[PointRecord]:
+def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at, headers: bool = True) -> list[PointRecord]:
     source_uri = ctx.store.uri(kb, key)
+    email = p.parsed.email.as_payload() if p.parsed.email is not None else None
     return [
         PointRecord(
             id=point_id(kb, key, chunk.index),
             dense=vectors[i].tolist(),
-            sparse=sparse.document_vector(chunk.text),
+            sparse=sparse.document_vector(_indexed_text(chunk, headers)),
             payload={
                 "kb": kb,
                 "document_key": key,
@@ -481,6 +511,8 @@ def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at) -> list[PointRecor
                 "page_number": chunk.page_number,
                 "element_categories": chunk.element_categories,
                 "section_title": chunk.section_title,
+                "document_title": chunk.document_title,
+                **({"email": email} if email else {}),
                 "content_type": p.parsed.content_type,
                 "source_uri": source_uri,
                 "ingested_at": ingested_at,

@@ -14,8 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from quivr_pipelines.core.content_types import content_type_for
 from quivr_pipelines.core.errors import ErrorType, IngestionError
-from quivr_pipelines.core.parsing import detect, guards, offline_nlp
+from quivr_pipelines.core.parsing import detect, guards, offline_nlp, titles
 from quivr_pipelines.core.parsing.text import decode_text
+from quivr_pipelines.core.parsing.titles import EmailHeaders
 
 TEXT_EXTENSIONS = {".txt", ".text", ".log"}
 MARKUP_EXTENSIONS = {".md", ".markdown", ".rst", ".org", ".html", ".htm", ".xml", ".json",
@@ -42,6 +43,10 @@ class ParsedDocument:
     elements: list
     page_count: int | None
     content_type: str | None
+    # The chunks' context (core/chunking.py): the document's title (never empty, see
+    # parsing/titles.py for where it comes from) and, for an e-mail, its headers.
+    title: str | None = None
+    email: EmailHeaders | None = None
 
 
 def extension(key: str) -> str:
@@ -79,8 +84,10 @@ def parse_document(data: bytes, key: str, content_type: str | None = None,
     if page_count is None:
         pages = [e.metadata.page_number for e in elements if e.metadata.page_number]
         page_count = max(pages) if pages else None
+    email = titles.email_headers(elements) if ext in EMAIL_EXTENSIONS else None
     return ParsedDocument(elements=elements, page_count=page_count,
-                          content_type=content_type_for(key) or content_type)
+                          content_type=content_type_for(key) or content_type,
+                          title=titles.document_title(data, key, ext, elements, email), email=email)
 
 
 def _no_text_reason(ext: str) -> str:
@@ -119,6 +126,11 @@ def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
         # `encoding` overrides a declaration (an XML prolog) that no longer describes the bytes.
         data = decode_text(data).encode("utf-8")
         options["encoding"] = "utf-8"
+    elif ext in (".xlsx", ".xls"):
+        # One Table per sheet, every row in its HTML: sub-table detection cut header rows from
+        # their data and made each lone cell an element (the 1-10 character chunks); the chunker
+        # splits tables by rows (core/chunking_tables.py).
+        options["find_subtable"] = False
     with tempfile.TemporaryDirectory(prefix="quivr-parse-") as tmp:
         # A fixed, safe local name: the object key never becomes a path on this machine.
         path = Path(tmp) / f"document{ext}"

@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 
 from quivr_pipelines.core.catalog.repository import KbConfig
-from quivr_pipelines.core.chunking import Chunk, chunk_elements
+from quivr_pipelines.core.chunking import Chunk, chunk_document
 from quivr_pipelines.core.errors import ErrorType, IngestionError
 from quivr_pipelines.core.parsing import ParsedDocument, parse_document
 from quivr_pipelines.core.parsing.guards import ParseLimits
@@ -68,7 +68,7 @@ def parse_and_chunk(data: bytes, key: str, content_type: str | None, config: KbC
     started = time.perf_counter()
     try:
         parsed = parse_document(data, key, content_type, limits)
-        chunks = chunk_elements(parsed.elements, config)
+        chunks = chunk_document(parsed, config)
         if not chunks:
             raise IngestionError(ErrorType.NO_TEXT, "no extractable text")
         return ParseResult(parsed=parsed, chunks=chunks, seconds=time.perf_counter() - started)
