@@ -161,3 +161,16 @@ def broken_colour_space(lines: list[str], pages_before: int = 0, pages_after: in
     pages = [good(i + 1) for i in range(pages_before)] + [bad]
     pages += [good(pages_before + 2 + i) for i in range(pages_after)]
     return PdfWriter().build(pages)
+
+
+def unmapped_cid_page(lines_before: list[str]) -> bytes:
+    """A page of plain text, then a page drawn in a Type0 (Identity-H) font with neither a
+    ToUnicode CMap nor a known character collection: its two-byte codes mean nothing to any
+    reader (pdfminer prints `(cid:NN)`), so that page is unread."""
+    writer = PdfWriter()
+    descendant = writer.add("<< /Type /Font /Subtype /CIDFontType2 /BaseFont /Mystery /CIDSystemInfo"
+                            " << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /DW 500 >>")
+    font = writer.add(f"<< /Type /Font /Subtype /Type0 /BaseFont /Mystery /Encoding /Identity-H"
+                      f" /DescendantFonts [{descendant} 0 R] >>")
+    codes = b"BT /F2 12 Tf 1 0 0 1 72 700 Tm <0011002200330044005500660077> Tj ET"
+    return writer.build([Page(text_ops(lines_before)), Page(codes, fonts={"F2": f"{font} 0 R"})])
