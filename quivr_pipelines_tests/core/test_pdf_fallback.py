@@ -34,6 +34,7 @@ def text_of(parsed) -> str:
     ("A broken \ufffd character", False),
     ("i g n d a e h d e t a t o R", False),  # a rotated line cut into letters
     ("A N N U A L   R E P O R T", False),
+    ("Totals 1 2 3 4 5 6 7 8 9 0 4 5", True),  # a table of digits is not letter-spaced text
     ("", False),
 ])
 def test_plausibility_of_a_page_text(text, plausible):

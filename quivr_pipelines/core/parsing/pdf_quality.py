@@ -30,7 +30,7 @@ class PageQuality:
     letters: int  # letters and digits in words of two or more of them
     defects: int  # NUL/control characters, (cid:NN) placeholders, U+FFFD
     words: int
-    single_letter_words: int  # words in runs of MIN_RUN or more one-letter words
+    single_letter_words: int  # words in runs of MIN_RUN or more one-letter words (letters, not digits)
 
     @property
     def empty(self) -> bool:
@@ -73,7 +73,7 @@ def assess(text: str) -> PageQuality:
     for token in _TOKEN.findall(clean):
         words += 1
         alnum = sum(ch.isalnum() for ch in token)
-        if alnum == 1 and len(token) == 1:
+        if len(token) == 1 and token.isalpha():  # digits alone are table cells, not cut words
             run += 1
             continue
         single += run if run >= MIN_RUN else 0
