@@ -5,8 +5,8 @@
 For every PDF: the seconds of the previous extraction (pdfminer's `extract_pages` over the whole
 file, as `partition_pdf_text` did before the fallback, copied below as `before`) and of the current
 one (`pdf.partition_pdf_text`: pdfminer page by page, pypdf on the pages that need it), alternated
-file by file (best of N each, a single run for files over 1 MB; the first file is run once
-untimed so that imports and the classifier's model are paid outside) so that both see the same
+file by file (best of N each, a single run for files over 1 MB; the smallest file is run
+once untimed so that imports and the classifier's model are paid outside) so that both see the same
 machine load; the pages pypdf read, the
 coverage, and the ratio after/before per file and over all files.
 """
@@ -65,8 +65,9 @@ def main(folder: Path, repeats: int) -> None:
     logging.disable(logging.WARNING)  # pdfminer and pypdf warn on every damaged object
     offline_nlp.install()
     paths = sorted(folder.glob("*.pdf"))
-    before(paths[0].read_bytes())  # imports and the classifier's model, outside the timings
-    after(paths[0].read_bytes())
+    smallest = min(paths, key=lambda p: p.stat().st_size).read_bytes()
+    before(smallest)  # imports and the classifier's model, outside the timings
+    after(smallest)
     total_before = total_after = 0.0
     print(f"{'file':48} {'before s':>9} {'after s':>9} {'ratio':>6}  pages  with text  pypdf pages  unread")
     for path in paths:
@@ -81,7 +82,8 @@ def main(folder: Path, repeats: int) -> None:
         else:
             detail = (f"  {result.pages:5}  {result.pages_with_text:9}  {len(result.second_reader_pages):11}"
                       f"  {list(result.unread_pages)}")
-        print(f"{path.name:48} {seconds_before:9.3f} {seconds_after:9.3f} {seconds_after / seconds_before:6.2f}{detail}")
+        print(f"{path.name:48} {seconds_before:9.3f} {seconds_after:9.3f} {seconds_after / seconds_before:6.2f}{detail}",
+              flush=True)
     print(f"all {len(paths)} PDFs: before {total_before:.2f} s, after {total_after:.2f} s,"
           f" ratio {total_after / total_before:.3f}")
 
