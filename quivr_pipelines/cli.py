@@ -182,7 +182,7 @@ def ingest(
 
 @app.command()
 def status(
-    kb: str = typer.Option(None, "--kb", help="Only this KB, with its failures."),
+    kb: str = typer.Option(None, "--kb", help="Only this KB, with its failures and warnings."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Documents by status, chunks and last ingestion, per KB."""
@@ -202,12 +202,13 @@ def status(
     if as_json:
         typer.echo(json.dumps({"kbs": rows, "failures": problems}, indent=2, default=str))
         return
-    header = f"{'kb':<24}{'ingested':>9}{'failed':>8}{'skipped':>8}{'deleted':>8}{'pending':>8}{'chunks':>9}  last ingestion"
+    header = (f"{'kb':<24}{'ingested':>9}{'failed':>8}{'skipped':>8}{'deleted':>8}{'pending':>8}{'warned':>8}"
+              f"{'chunks':>9}  last ingestion")
     typer.echo(header)
     for row in rows:
         last = row["last_ingestion"].isoformat(timespec="seconds") if row["last_ingestion"] else "-"
         typer.echo(f"{row['kb']:<24}{row['ingested']:>9}{row['failed']:>8}{row['skipped']:>8}"
-                   f"{row['deleted']:>8}{row['pending']:>8}{row['chunks']:>9}  {last}")
+                   f"{row['deleted']:>8}{row['pending']:>8}{row['warned']:>8}{row['chunks']:>9}  {last}")
     from quivr_pipelines.core.keys import printable
 
     for problem in problems:  # keys and reasons come from files: never raw escapes to the terminal

@@ -67,3 +67,12 @@ def ingestion_failed(*, kb: str, object_key: str, error_type: str, error_message
         "ingestion_failed", kb=kb, filename=object_key, error_type=error_type,
         error_message=error_message, status=status,
     )
+
+
+def ingestion_warning(*, kb: str, object_key: str, warning_type: str, warning: str, pages: int | None,
+                      pages_with_text: int | None, unread_pages: list[int]) -> None:
+    """An ingested document that lacks something (pages no reader could read): searchable, not whole."""
+    event_logger().warning(
+        "ingestion_warning", kb=kb, filename=object_key, warning_type=warning_type, warning=warning,
+        pages=pages, pages_with_text=pages_with_text, unread_pages=unread_pages,
+    )

@@ -51,6 +51,9 @@ class DocumentOutcome:
     collection: str | None = None
     model: str | None = None
     size_bytes: int | None = None
+    pages_with_text: int | None = None  # PDFs: page coverage is pages_with_text / pages
+    unread_pages: int = 0
+    warning: str | None = None  # ingested, but not whole (pages no reader could read)
 
     @property
     def ok(self) -> bool:
@@ -474,11 +477,12 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
         share = len(p.chunks) / total_texts
         seconds = time.perf_counter() - p.started
         tokens = embedded.tokens.get(key, 0)
+        coverage = _coverage(kb, key, p.parsed)
         outcomes[key] = DocumentOutcome(
             kb=kb, object_key=key, status=DocumentStatus.INGESTED, pages=p.parsed.page_count,
             elements=len(p.parsed.elements), chunks=len(points), tokens=tokens, seconds=seconds,
             version=p.info.version, sha256=p.sha256, collection=collection,
-            model=ctx.embedder.fingerprint, size_bytes=p.info.size,
+            model=ctx.embedder.fingerprint, size_bytes=p.info.size, **coverage,
         )
         records[key] = DocumentRecord(
             kb=kb, object_key=key, status=DocumentStatus.INGESTED, etag=p.info.etag,
@@ -489,8 +493,23 @@ def _embed_and_write(ctx, kb, collection, prepared: dict[str, _Prepared], outcom
             write_seconds=write_seconds * share, total_seconds=seconds, collection=collection,
             embedding_model=ctx.embedder.fingerprint, dagster_run_id=ctx.run_id,
             pii_mode=p.pii_mode, pii_entities=p.pii_entities,
-            pii_seconds=p.pii_seconds if p.pii_mode != pii.PiiMode.OFF else None,
+            pii_seconds=p.pii_seconds if p.pii_mode != pii.PiiMode.OFF else None, **coverage,
         )
+
+
+def _coverage(kb: str, key: str, parsed: ParsedDocument) -> dict:
+    """The page-coverage fields of an ingested document's outcome and record; pages no reader
+    could read make a warning (and an `ingestion_warning` event): ingested, never silently whole."""
+    unread = list(parsed.unread_pages)
+    warning = None
+    if unread:
+        shown = ", ".join(map(str, unread[:20])) + (", ..." if len(unread) > 20 else "")
+        warning = (f"{len(unread)} of {parsed.page_count} pages could not be read by any PDF reader"
+                   f" (pages {shown}); {parsed.pages_with_text} pages with text are indexed")
+        events.ingestion_warning(kb=kb, object_key=key, warning_type="unread_pages", warning=warning,
+                                 pages=parsed.page_count, pages_with_text=parsed.pages_with_text,
+                                 unread_pages=unread)
+    return {"pages_with_text": parsed.pages_with_text, "unread_pages": len(unread), "warning": warning}
 
 
 def _points(ctx, kb, key, p: _Prepared, vectors, ingested_at, headers: bool = True) -> list[PointRecord]:

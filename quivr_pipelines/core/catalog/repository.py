@@ -73,6 +73,9 @@ class DocumentRecord:
     pii_mode: str = "off"  # the KB's PII mode this outcome was produced with
     pii_entities: dict[str, int] | None = None  # entity type -> occurrences (detect, mask)
     pii_seconds: float | None = None
+    pages_with_text: int | None = None  # PDFs: pages with text of page_count
+    unread_pages: int = 0  # PDFs: pages no reader could read; the document is ingested with `warning`
+    warning: str | None = None  # what an ingested document lacks (unread pages), shown with the problems
 
 
 def ensure_kb(db: Database, kb: str, defaults: KbConfig) -> KbConfig:
@@ -178,6 +181,7 @@ _DOCUMENT_COLUMNS = [
     "error_type", "failure_reason", "page_count", "element_count", "chunk_count", "token_count",
     "parse_seconds", "embed_seconds", "write_seconds", "total_seconds", "collection",
     "embedding_model", "dagster_run_id", "pii_mode", "pii_entities", "pii_seconds",
+    "pages_with_text", "unread_pages", "warning",
 ]
 
 
@@ -263,6 +267,7 @@ def kb_status(db: Database) -> list[dict]:
             f" count(d.object_key) FILTER (WHERE d.status = '{_SKIPPED}') AS skipped,"
             f" count(d.object_key) FILTER (WHERE d.status = '{_DELETED}') AS deleted,"
             f" count(d.object_key) FILTER (WHERE d.status = '{_PENDING}') AS pending,"
+            f" count(d.object_key) FILTER (WHERE d.status = '{_INGESTED}' AND d.warning IS NOT NULL) AS warned,"
             f" coalesce(sum(d.chunk_count) FILTER (WHERE d.status = '{_INGESTED}'), 0) AS chunks,"
             f" coalesce(sum(d.token_count) FILTER (WHERE d.status = '{_INGESTED}'), 0) AS tokens,"
             " max(d.ingested_at) AS last_ingestion"
@@ -272,11 +277,16 @@ def kb_status(db: Database) -> list[dict]:
 
 
 def failures(db: Database, kb: str) -> list[dict]:
+    """Failed and skipped documents, and ingested ones with a warning (unread pages: error type
+    `unread_pages`, the warning as the reason)."""
     with db.transaction() as conn:
         cur = conn.cursor(row_factory=dict_row)
         return cur.execute(
-            "SELECT object_key, status, error_type, failure_reason FROM documents"
-            f" WHERE kb = %s AND status IN ('{_FAILED}', '{_SKIPPED}') ORDER BY object_key",
+            "SELECT object_key, status,"
+            f" CASE WHEN status = '{_INGESTED}' THEN 'unread_pages' ELSE error_type END AS error_type,"
+            f" CASE WHEN status = '{_INGESTED}' THEN warning ELSE failure_reason END AS failure_reason"
+            f" FROM documents WHERE kb = %s AND (status IN ('{_FAILED}', '{_SKIPPED}')"
+            f" OR (status = '{_INGESTED}' AND warning IS NOT NULL)) ORDER BY object_key",
             (kb,),
         ).fetchall()
 

@@ -24,6 +24,7 @@ class KbHealth:
     pending: int = 0
     deleted: int = 0
     chunks: int = 0
+    warned: int = 0  # ingested with a warning (pages no reader could read): counted in `ingested` too
 
     @property
     def documents(self) -> int:
@@ -32,10 +33,11 @@ class KbHealth:
 
     @property
     def healthy(self) -> bool:
-        return self.failed == 0 and self.skipped == 0
+        return self.failed == 0 and self.skipped == 0 and self.warned == 0
 
     def summary(self) -> str:
-        return (f"{self.ingested} ingested, {self.failed} failed, {self.skipped} skipped, "
+        warned = f" ({self.warned} with warnings)" if self.warned else ""
+        return (f"{self.ingested} ingested{warned}, {self.failed} failed, {self.skipped} skipped, "
                 f"{self.pending} pending of {self.documents} documents")
 
     def as_dict(self) -> dict[str, int]:
@@ -53,7 +55,8 @@ def kb_health(db: Database, kbs: Sequence[str] | None = None) -> dict[str, KbHea
         " count(d.object_key) FILTER (WHERE d.status = 'failed') AS failed,"
         " count(d.object_key) FILTER (WHERE d.status = 'pending') AS pending,"
         " count(d.object_key) FILTER (WHERE d.status = 'deleted') AS deleted,"
-        " coalesce(sum(d.chunk_count) FILTER (WHERE d.status = 'ingested'), 0) AS chunks"
+        " coalesce(sum(d.chunk_count) FILTER (WHERE d.status = 'ingested'), 0) AS chunks,"
+        " count(d.object_key) FILTER (WHERE d.status = 'ingested' AND d.warning IS NOT NULL) AS warned"
         " FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name"
     )
     params: tuple = ()
@@ -67,11 +70,15 @@ def kb_health(db: Database, kbs: Sequence[str] | None = None) -> dict[str, KbHea
 
 
 def problem_documents(db: Database, kb: str, limit: int) -> list[dict]:
-    """The KB's failed documents, then its skipped ones, most recent first, with their reasons."""
+    """The KB's failed documents, then its skipped ones, then those ingested with a warning
+    (error type `unread_pages`, the warning as the reason), most recent first."""
     with db.transaction() as conn:
         return conn.cursor(row_factory=dict_row).execute(
-            "SELECT object_key, status, error_type, failure_reason, updated_at FROM documents"
-            " WHERE kb = %s AND status IN ('failed', 'skipped')"
-            " ORDER BY status = 'skipped', updated_at DESC, object_key LIMIT %s",
+            "SELECT object_key, status,"
+            " CASE WHEN status = 'ingested' THEN 'unread_pages' ELSE error_type END AS error_type,"
+            " CASE WHEN status = 'ingested' THEN warning ELSE failure_reason END AS failure_reason,"
+            " updated_at FROM documents"
+            " WHERE kb = %s AND (status IN ('failed', 'skipped') OR (status = 'ingested' AND warning IS NOT NULL))"
+            " ORDER BY status = 'ingested', status = 'skipped', updated_at DESC, object_key LIMIT %s",
             (kb, limit),
         ).fetchall()

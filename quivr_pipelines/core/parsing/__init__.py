@@ -47,6 +47,10 @@ class ParsedDocument:
     # parsing/titles.py for where it comes from) and, for an e-mail, its headers.
     title: str | None = None
     email: EmailHeaders | None = None
+    # PDFs only (None / () for other formats): pages with text of `page_count`, and the pages no
+    # reader could read (the document is ingested with a warning), 1-based.
+    pages_with_text: int | None = None
+    unread_pages: tuple[int, ...] = ()
 
 
 def extension(key: str) -> str:
@@ -73,7 +77,7 @@ def parse_document(data: bytes, key: str, content_type: str | None = None,
     guards.check_static_limits(data, ext, limits or guards.ParseLimits())
     detect.refuse_encrypted_or_corrupt(data, ext)
     offline_nlp.install()
-    elements, page_count = _partition(data, ext)
+    elements, page_count, coverage = _partition(data, ext)
     elements = [e for e in elements if (e.text or "").strip()]
     if not elements:
         raise IngestionError(ErrorType.NO_TEXT, _no_text_reason(ext))
@@ -87,7 +91,8 @@ def parse_document(data: bytes, key: str, content_type: str | None = None,
     email = titles.email_headers(elements) if ext in EMAIL_EXTENSIONS else None
     return ParsedDocument(elements=elements, page_count=page_count,
                           content_type=content_type_for(key) or content_type,
-                          title=titles.document_title(data, key, ext, elements, email), email=email)
+                          title=titles.document_title(data, key, ext, elements, email), email=email,
+                          **coverage)
 
 
 def _no_text_reason(ext: str) -> str:
@@ -107,17 +112,19 @@ def _no_text_reason(ext: str) -> str:
 NO_LANGUAGE_DETECTION = [""]
 
 
-def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
+def _partition(data: bytes, ext: str) -> tuple[list, int | None, dict]:
+    """(elements, page count, the PDF coverage fields of `ParsedDocument`)."""
     from unstructured.partition.auto import partition
 
     if ext == ".pdf":
         from quivr_pipelines.core.parsing.pdf import partition_pdf_text
 
-        return partition_pdf_text(data)
+        pdf = partition_pdf_text(data)
+        return pdf.elements, pdf.pages, {"pages_with_text": pdf.pages_with_text, "unread_pages": pdf.unread_pages}
     if ext in TEXT_EXTENSIONS:
         from unstructured.partition.text import partition_text
 
-        return partition_text(text=decode_text(data), languages=NO_LANGUAGE_DETECTION), None
+        return partition_text(text=decode_text(data), languages=NO_LANGUAGE_DETECTION), None, {}
     options = {}
     if ext == ".eml":
         data = detect.normalise_email_bytes(data)
@@ -137,6 +144,6 @@ def _partition(data: bytes, ext: str) -> tuple[list, int | None]:
         path.write_bytes(data)
         try:
             return partition(filename=str(path), strategy="fast", languages=NO_LANGUAGE_DETECTION,
-                             **options), None
+                             **options), None, {}
         except Exception as exc:  # classified below
             raise detect.classify_parser_error(exc, ext) from exc

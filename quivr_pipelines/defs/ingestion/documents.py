@@ -11,14 +11,15 @@ How the UI tells the truth about every document, at any scale:
   the run, not the run's last document.
 - **The materialization** of a KB partition carries those counts (documents, ingested, skipped,
   failed, pending, chunks), this run's figures, and a table of the KB's failed and skipped
-  documents with their reasons: asset page, partition, metadata, two clicks away.
+  documents with their reasons, and of its documents ingested with a warning (PDF pages no
+  reader could read: error `unread_pages`): asset page, partition, metadata, two clicks away.
 - **Two checks, attached to the step's own outputs** (`AssetCheckResult`s yielded by the asset,
   so Dagster records them as planned and evaluated for the run's partition, which the check's
   Partitions tab reads):
   `check_kb_documents_ingested`, partitioned by KB: passes only when the KB has no failed and
-  no skipped document; fails with severity ERROR when any document failed, WARN when some were
-  only skipped (empty, unsupported, too large, no text: deliberately not indexed, still not
-  healthy); the failed documents are in its metadata.
+  no skipped document and no warning; fails with severity ERROR when any document failed, WARN
+  when some were only skipped (empty, unsupported, too large, no text: deliberately not indexed,
+  still not healthy) or ingested with unread pages; the documents are in its metadata.
   `check_documents_ingested`, unpartitioned: the same verdict over every KB. Dagster's asset
   health follows the latest evaluation of each check key; for a partitioned check that is the
   latest KB evaluated, so a good KB would turn the badge green while another has failures. The
@@ -69,11 +70,11 @@ with warnings.catch_warnings():
     CHECK_SPECS = [
         dg.AssetCheckSpec(
             KB_CHECK, asset=ASSET_KEY, partitions_def=kb_partitions,
-            description="This KB has no failed (ERROR) and no skipped (WARN) document; the "
+            description="This KB has no failed (ERROR), no skipped (WARN) and no warned (WARN: unread PDF pages) document; the "
                         "metadata lists them with their reasons."),
         dg.AssetCheckSpec(
             ALL_CHECK, asset=ASSET_KEY,
-            description="No KB has a failed (ERROR) or skipped (WARN) document; the metadata "
+            description="No KB has a failed (ERROR), skipped or warned (WARN) document; the metadata "
                         "gives the counts of each KB."),
     ]
 
@@ -154,12 +155,15 @@ class _Tally:
         self.chunks = self.tokens = 0
         self.started = time.perf_counter()
 
+        self.warned = 0  # ingested with a warning (unread pages)
+
     @property
     def problems(self) -> int:
-        return sum(self.statuses[status] for status in PROBLEM_STATUSES)
+        return sum(self.statuses[status] for status in PROBLEM_STATUSES) + self.warned
 
     def add(self, outcome: DocumentOutcome) -> None:
         self.statuses[outcome.status] += 1
+        self.warned += outcome.warning is not None
         if outcome.status == DocumentStatus.INGESTED:
             self.chunks += outcome.chunks
             self.tokens += outcome.tokens
@@ -172,10 +176,13 @@ def _ingest(context: dg.AssetExecutionContext, ctx: IngestionContext, kb: str, d
     for outcomes in ingest_in_batches(ctx, kb, documents, DOCUMENTS_PER_BATCH, force=force):
         for outcome in outcomes:
             tally.add(outcome)
-            if outcome.status in PROBLEM_STATUSES and tally.problems <= PROBLEMS_LOGGED:
-                context.log.warning(f"{outcome.status} {outcome.object_key}: {outcome.error_type}: {outcome.reason}"
-                                    + (" (further problems are in the materialization only)"
-                                       if tally.problems == PROBLEMS_LOGGED else ""))
+            problem = (f"{outcome.status} {outcome.object_key}: {outcome.error_type}: {outcome.reason}"
+                       if outcome.status in PROBLEM_STATUSES else
+                       f"{outcome.status} {outcome.object_key} with a warning: unread_pages: {outcome.warning}"
+                       if outcome.warning else None)
+            if problem and tally.problems <= PROBLEMS_LOGGED:
+                context.log.warning(problem + (" (further problems are in the materialization only)"
+                                               if tally.problems == PROBLEMS_LOGGED else ""))
         done += len(outcomes)
         counts = {str(status): n for status, n in tally.statuses.items()}
         context.log.info(f"documents done {done}/{len(documents)} ({counts})")
@@ -202,11 +209,12 @@ def _cell(text: str) -> str:
 
 def _total(healths: dict[str, KbHealth]) -> KbHealth:
     return KbHealth("*", **{name: sum(getattr(h, name) for h in healths.values())
-                            for name in ("ingested", "skipped", "failed", "pending", "deleted", "chunks")})
+                            for name in ("ingested", "skipped", "failed", "pending", "deleted", "chunks",
+                                         "warned")})
 
 
 def _materialization_metadata(db, health: KbHealth, total: KbHealth, tally: _Tally, model: str) -> dict:
-    problems = health.failed + health.skipped
+    problems = health.failed + health.skipped + health.warned
     rows = problem_documents(db, health.kb, PROBLEMS_IN_MATERIALIZATION) if problems else []
     return {
         **{name: dg.MetadataValue.int(value) for name, value in health.as_dict().items()},
@@ -217,6 +225,7 @@ def _materialization_metadata(db, health: KbHealth, total: KbHealth, tally: _Tal
         "run_ingested": dg.MetadataValue.int(tally.statuses[DocumentStatus.INGESTED]),
         "run_failed": dg.MetadataValue.int(tally.statuses[DocumentStatus.FAILED]),
         "run_skipped": dg.MetadataValue.int(tally.statuses[DocumentStatus.SKIPPED]),
+        "run_warned": dg.MetadataValue.int(tally.warned),
         "run_unchanged": dg.MetadataValue.int(tally.statuses[DocumentStatus.UNCHANGED]
                                               + tally.statuses[DocumentStatus.MISSING]),
         "run_chunks": dg.MetadataValue.int(tally.chunks),
@@ -228,15 +237,15 @@ def _materialization_metadata(db, health: KbHealth, total: KbHealth, tally: _Tal
 
 
 def _severity(health: KbHealth) -> dg.AssetCheckSeverity:
-    """WARN only for skipped documents and nothing failed. A passing check says ERROR too: the
-    UI colours a partitioned check's badge with the severity of its latest evaluation."""
-    if health.skipped and not health.failed:
+    """WARN only for skipped documents or warnings and nothing failed. A passing check says ERROR
+    too: the UI colours a partitioned check's badge with the severity of its latest evaluation."""
+    if (health.skipped or health.warned) and not health.failed:
         return dg.AssetCheckSeverity.WARN
     return dg.AssetCheckSeverity.ERROR
 
 
 def _kb_check(db, health: KbHealth) -> dg.AssetCheckResult:
-    problems = health.failed + health.skipped
+    problems = health.failed + health.skipped + health.warned
     rows = problem_documents(db, health.kb, PROBLEMS_IN_CHECK) if problems else []
     return dg.AssetCheckResult(
         check_name=KB_CHECK,
@@ -248,15 +257,15 @@ def _kb_check(db, health: KbHealth) -> dg.AssetCheckResult:
 
 
 def _all_check(healths: dict[str, KbHealth], total: KbHealth) -> dg.AssetCheckResult:
-    worst = sorted(healths.values(), key=lambda h: (-h.failed, -h.skipped, h.kb))[:KBS_IN_CHECK]
-    lines = ["| KB | ingested | failed | skipped | pending |", "|---|---|---|---|---|"]
-    lines += [f"| {h.kb} | {h.ingested} | {h.failed} | {h.skipped} | {h.pending} |" for h in worst]
+    worst = sorted(healths.values(), key=lambda h: (-h.failed, -h.skipped, -h.warned, h.kb))[:KBS_IN_CHECK]
+    lines = ["| KB | ingested | failed | skipped | pending | warnings |", "|---|---|---|---|---|---|"]
+    lines += [f"| {h.kb} | {h.ingested} | {h.failed} | {h.skipped} | {h.pending} | {h.warned} |" for h in worst]
     unhealthy = [h.kb for h in healths.values() if not h.healthy]
     return dg.AssetCheckResult(
         check_name=ALL_CHECK,
         passed=not unhealthy,
         severity=_severity(total),
-        description=(f"{len(unhealthy)} of {len(healths)} KBs have failed or skipped documents: "
+        description=(f"{len(unhealthy)} of {len(healths)} KBs have failed, skipped or warned documents: "
                      f"{total.summary()}" if unhealthy else f"{len(healths)} KBs: {total.summary()}"),
         metadata={**total.as_dict(), "knowledge_bases": len(healths), "unhealthy_kbs": len(unhealthy),
                   "by_kb": dg.MetadataValue.md("\n".join(lines))},
