@@ -218,6 +218,48 @@ def test_json_words_are_stored_as_letters_not_escapes(key, data):
     assert "El niño y la señora" in text and "\\u00" not in text, text
 
 
+SENTENCE = "El niño y la señora toman café"
+
+
+def _email(charset: str | None, body: bytes, subject: bytes = b"Caf\xe9 con le\xf1a",
+           transfer: str = "8bit") -> bytes:
+    content_type = b"text/plain" + (b'; charset="%s"' % charset.encode() if charset else b"")
+    return (b"From: Ana <ana@example.com>\r\nTo: bob@example.com\r\nSubject: " + subject
+            + b"\r\nMIME-Version: 1.0\r\nContent-Type: " + content_type
+            + b"\r\nContent-Transfer-Encoding: " + transfer.encode() + b"\r\n\r\n" + body + b"\r\n")
+
+
+BODY_1252 = f"{SENTENCE} \u201ccon leche\u201d.".encode("cp1252")
+
+
+@pytest.mark.parametrize("name, data", [
+    ("declared windows-1252", _email("windows-1252", BODY_1252)),
+    ("declared iso-8859-1, cp1252 quotes", _email("iso-8859-1", BODY_1252)),
+    ("declared utf-8, body cp1252", _email("utf-8", BODY_1252)),
+    ("no charset, body cp1252", _email(None, BODY_1252)),
+    ("unknown charset label", _email("x-no-such-charset", BODY_1252)),
+    ("declared us-ascii, body utf-8", _email("us-ascii", f"{SENTENCE} \u201ccon leche\u201d.".encode())),
+    ("quoted-printable cp1252 declared utf-8",
+     _email("utf-8", SENTENCE.encode("cp1252").replace(b"\xf1", b"=F1").replace(b"\xe9", b"=E9")
+            + b" =93con leche=94.", transfer="quoted-printable")),
+])
+def test_email_bodies_and_headers_are_decoded_whatever_the_declared_charset(name, data):
+    parsed = parse_document(data, "mail/message.eml")
+    text = " ".join(e.text for e in parsed.elements)
+    assert f"{SENTENCE} \u201ccon leche\u201d." in text, (name, text)
+    assert parsed.elements[0].metadata.subject == "Café con leña", name
+
+
+def test_only_an_email_that_would_be_misread_is_rewritten():
+    from quivr_pipelines.core.parsing.detect import normalise_email_bytes
+
+    utf8 = _email("utf-8", f"{SENTENCE}.".encode(), subject=b"=?utf-8?q?Caf=C3=A9?=")
+    assert normalise_email_bytes(utf8) == utf8
+    cp1252 = _email("utf-8", f"{SENTENCE}.".encode("cp1252"), subject=b"=?utf-8?q?Caf=C3=A9?=")
+    rewritten = normalise_email_bytes(cp1252)
+    assert rewritten != cp1252 and b"Content-Transfer-Encoding: base64" in rewritten
+
+
 def test_nul_bytes_are_removed_but_mostly_nul_text_is_still_refused():
     parsed = parse_document(b"The bene\x00ficiary\x00 signed the \x01form.\n", "docs/nul.txt")
     assert [e.text for e in parsed.elements] == ["The beneficiary signed the form."]
