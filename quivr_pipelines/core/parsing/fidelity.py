@@ -191,8 +191,9 @@ def clean_elements(elements: list, json_text: bool = False) -> list:
             text = readable_json(text)
         element.text = clean_text(text)
         metadata = element.metadata
-        for field in TEXT_METADATA:
-            value = getattr(metadata, field, None)
+        present = vars(metadata)  # the fields a parser set (the others read as None)
+        for field in [f for f in TEXT_METADATA if f in present]:
+            value = present[field]
             if isinstance(value, str):
                 setattr(metadata, field, clean_text(value))
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
