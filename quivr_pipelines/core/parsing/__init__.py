@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from quivr_pipelines.core.content_types import content_type_for
 from quivr_pipelines.core.errors import ErrorType, IngestionError
-from quivr_pipelines.core.parsing import detect, guards, offline_nlp, titles
+from quivr_pipelines.core.parsing import detect, fidelity, guards, offline_nlp, titles
 from quivr_pipelines.core.parsing.text import decode_text
 from quivr_pipelines.core.parsing.titles import EmailHeaders
 
@@ -23,6 +23,7 @@ MARKUP_EXTENSIONS = {".md", ".markdown", ".rst", ".org", ".html", ".htm", ".xml"
                      ".ndjson", ".csv", ".tsv"}
 OFFICE_EXTENSIONS = {".docx", ".pptx", ".xlsx", ".xls", ".odt", ".epub", ".rtf"}
 EMAIL_EXTENSIONS = {".eml", ".msg"}
+JSON_EXTENSIONS = {".json", ".ndjson"}
 SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | MARKUP_EXTENSIONS | OFFICE_EXTENSIONS | EMAIL_EXTENSIONS | {".pdf"}
 UNSUPPORTED_REASONS = {
     ".doc": "legacy Word .doc needs LibreOffice (soffice), which is not installed; save it as .docx",
@@ -78,13 +79,15 @@ def parse_document(data: bytes, key: str, content_type: str | None = None,
     detect.refuse_encrypted_or_corrupt(data, ext)
     offline_nlp.install()
     elements, page_count, coverage = _partition(data, ext)
-    elements = [e for e in elements if (e.text or "").strip()]
-    if not elements:
-        raise IngestionError(ErrorType.NO_TEXT, _no_text_reason(ext))
-    text = "".join(e.text for e in elements[:200])
+    # On the parser's text: the fidelity layer removes the NUL bytes this check counts.
+    text = "".join(e.text for e in [e for e in elements if (e.text or "").strip()][:200])
     if text.count("\x00") > len(text) // 10:
         raise IngestionError(ErrorType.CORRUPT,
                              "extracted text is binary garbage (NUL bytes); the encoding is unknown")
+    elements = fidelity.clean_elements(elements, json_text=ext in JSON_EXTENSIONS)
+    elements = [e for e in elements if e.text.strip()]
+    if not elements:
+        raise IngestionError(ErrorType.NO_TEXT, _no_text_reason(ext))
     if page_count is None:
         pages = [e.metadata.page_number for e in elements if e.metadata.page_number]
         page_count = max(pages) if pages else None

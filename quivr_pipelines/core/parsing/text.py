@@ -45,9 +45,15 @@ def declared_encoding(data: bytes) -> str | None:
     match = DECLARED.search(data[:DECLARATION_WINDOW])
     if match is None:
         return None
-    label = (match.group(1) or match.group(2)).decode("ascii")
+    return codec_for_label((match.group(1) or match.group(2)).decode("ascii"))
+
+
+def codec_for_label(label: str | None) -> str | None:
+    """Python's codec for a declared charset label; None when unknown or impossible."""
+    if not label:
+        return None
     try:
-        name = codecs.lookup(label).name
+        name = codecs.lookup(label.strip()).name
     except LookupError:
         return None
     if name.startswith(("utf-16", "utf-32")):  # the declaration was read as ASCII: it lies
@@ -55,7 +61,9 @@ def declared_encoding(data: bytes) -> str | None:
     return "cp1252" if name in WINDOWS_1252_ALIASES else name
 
 
-def decode_text(data: bytes) -> str:
+def decode_text(data: bytes, declared: str | None = None) -> str:
+    """`declared`: a charset label from outside the bytes (a MIME part's `charset`), tried where
+    an in-document declaration would be."""
     for bom, encoding in BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
@@ -66,7 +74,7 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    declared = declared_encoding(data)
+    declared = codec_for_label(declared) or declared_encoding(data)
     if declared is not None:
         try:
             return data.decode(declared)
