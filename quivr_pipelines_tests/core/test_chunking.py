@@ -239,3 +239,29 @@ def docx_bytes(core_title: str) -> bytes:
 ])
 def test_the_docx_core_title_is_the_document_title_unless_it_is_a_placeholder(core_title, title):
     assert parse_document(docx_bytes(core_title), "review.docx").title == title
+
+
+@pytest.mark.parametrize(("key", "title"), [
+    ("q3_sales-report.v2.pdf", "q3 sales report v2"),
+    ("reports/employee-handbook.docx", "employee handbook"),
+    ("Annual Report 2023.pdf", "Annual Report 2023"),
+    ("doc-00005.txt", None),  # identifiers and generic names: no title, not one on every chunk
+    ("MED-10.md", None),
+    ("IMG_0001.pdf", None),
+    ("c9bf9e57-1685-4c89-bafb-ff5af830be8a.pdf", None),
+    ("scan (3).pdf", None),
+    ("document.docx", None),
+])
+def test_a_file_name_is_a_title_only_when_it_says_something(key, title):
+    from quivr_pipelines.core.parsing.titles import readable_file_name
+
+    assert readable_file_name(key) == title
+
+
+def test_an_identifier_file_name_adds_no_header():
+    from quivr_pipelines.core.chunking import chunk_document
+
+    parsed = parse_document(b"Note 5. The Broncos defeated the Steelers in the divisional round.\n", "doc-00005.txt")
+    assert parsed.title is None
+    chunks = chunk_document(parsed, DEFAULT)
+    assert [c.context for c in chunks] == [""] and chunks[0].embed_text == chunks[0].text

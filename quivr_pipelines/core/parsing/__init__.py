@@ -44,7 +44,7 @@ class ParsedDocument:
     elements: list
     page_count: int | None
     content_type: str | None
-    # The chunks' context (core/chunking.py): the document's title (never empty, see
+    # The chunks' context (core/chunking.py): the document's title (None when no source gives one, see
     # parsing/titles.py for where it comes from) and, for an e-mail, its headers.
     title: str | None = None
     email: EmailHeaders | None = None

@@ -4,7 +4,8 @@ Where the title comes from, first found wins:
 1. the format's own metadata: PDF /Title, the core properties of docx/pptx/xlsx (docProps/core.xml),
    ODF meta.xml, HTML <title>, an e-mail's Subject;
 2. the first Title element among the document's first elements;
-3. the file name made readable ("q3_sales-report.v2.pdf" -> "q3 sales report v2").
+3. the file name made readable ("q3_sales-report.v2.pdf" -> "q3 sales report v2"), unless it
+   is an identifier ("doc-00042", "MED-10", "IMG_0001", a UUID or hash, "scan (3)"): then no title.
 Metadata titles that are known junk (a tool's placeholder, a file name, "untitled") are skipped:
 a wrong title on every chunk is worse than the next source.
 """
@@ -81,7 +82,7 @@ def email_headers(elements: list) -> EmailHeaders | None:
 
 
 def document_title(data: bytes, key: str, ext: str, elements: list,
-                   email: EmailHeaders | None = None) -> str:
+                   email: EmailHeaders | None = None) -> str | None:
     title = usable(email.subject) if email else None
     title = title or _metadata_title(data, ext)
     if not title:
@@ -91,12 +92,23 @@ def document_title(data: bytes, key: str, ext: str, elements: list,
     return title or readable_file_name(key)
 
 
-def readable_file_name(key: str) -> str:
+# A name of generic words and numbers says nothing about the content: on every chunk's header
+# it would only add tokens (and, for ids like "MED-10", false matches) to every vector.
+_GENERIC_NAME_WORDS = frozenset(
+    ["doc", "docs", "document", "documents", "file", "files", "scan", "scans", "img", "image", "images", "pic", "photo", "page", "pages", "untitled", "copy", "final", "draft", "new", "version", "export", "download", "downloads", "attachment", "output", "tmp", "temp", "note", "notes", "part", "item", "record"])
+_IDENTIFIER_NAME = re.compile(r"[A-Za-z]{0,5}[-_ .]?\d[\d\-_ .]*|[0-9a-fA-F\-]{12,}")
+
+
+def readable_file_name(key: str) -> str | None:
+    """The file name as words, or None when it is an identifier or only generic words."""
     stem = PurePosixPath(key).name
     stem = stem[: -len(PurePosixPath(stem).suffix)] if PurePosixPath(stem).suffix else stem
+    if _IDENTIFIER_NAME.fullmatch(stem.strip()):
+        return None
     words = re.sub(r"[_\-.+]+", " ", stem)
     words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", words)  # camelCase
-    return clean(words) or stem or key
+    meaningful = [w for w in re.findall(r"[^\W\d_]{3,}", words) if w.casefold() not in _GENERIC_NAME_WORDS]
+    return (clean(words) or None) if meaningful else None
 
 
 def _metadata_title(data: bytes, ext: str) -> str | None:
