@@ -504,8 +504,10 @@ def _coverage(kb: str, key: str, parsed: ParsedDocument) -> dict:
     warning = None
     if unread:
         shown = ", ".join(map(str, unread[:20])) + (", ..." if len(unread) > 20 else "")
+        read = parsed.pages_with_text or 0
         warning = (f"{len(unread)} of {parsed.page_count} pages could not be read by any PDF reader"
-                   f" (pages {shown}); {parsed.pages_with_text} pages with text are indexed")
+                   f" ({'page' if len(unread) == 1 else 'pages'} {shown}); {read}"
+                   f" {'page' if read == 1 else 'pages'} with text {'is' if read == 1 else 'are'} indexed")
         events.ingestion_warning(kb=kb, object_key=key, warning_type="unread_pages", warning=warning,
                                  pages=parsed.page_count, pages_with_text=parsed.pages_with_text,
                                  unread_pages=unread)
