@@ -1,14 +1,17 @@
 """PDFs whose text pdfminer alone lost: a second reader per page (issue 10, item 2).
 
-Not here: the issue's ToUnicode-font loss (two of three lines). `pdf_files.tounicode_font` and the
-variants tried by hand (Type0 Identity-H, bfchar and bfrange, Tj/TJ, Tm/Td) are read whole by
-pdfminer already, so a case would pass before the fix and prove nothing.
+The issue's ToUnicode-font loss (two of three lines) was not reproduced: `pdf_files.tounicode_font`
+and the variants tried by hand (Type0 Identity-H, bfchar and bfrange, Tj/TJ, Tm/Td) were read
+whole by pdfminer before the fallback too. Its case below is a regression guard (all three
+lines in order), not a proof of the fix.
 """
-
-import importlib.util
 
 from quivr_pipelines_tests.fidelity import FidelityCase
 from quivr_pipelines_tests.fidelity import pdf_files as pdf
+
+TOUNICODE_LINES = ["Beekeepers inspect each frame for queen cells in spring.",
+                   "Smoke calms the colony before the hive is opened.",
+                   "Honey is extracted once the cells are capped with wax."]
 
 CASES = [
     FidelityCase(
@@ -39,13 +42,18 @@ CASES = [
 ]
 
 # The ligature comes out of the font as U+FB03 (its glyph name, /ffi) instead of a NUL; the
-# text-fidelity layer (parsing/fidelity.py, NFKC) makes it "ffi". Until that layer is in the
-# package, the stored word is "diﬃculties" and the corpus' exact-sentence check cannot pass, so
-# the case joins the corpus with it (test_pdf_fallback checks the NUL is gone either way).
-if importlib.util.find_spec("quivr_pipelines.core.parsing.fidelity") is not None:
-    CASES.append(FidelityCase(
+# text-fidelity layer (parsing/fidelity.py, NFKC) makes it "ffi".
+CASES += [
+    FidelityCase(
         name="pdf-ligature-nul-tounicode.pdf",
         build=lambda: pdf.ligature_behind_bogus_tounicode("Surveyors found the difficulties of efficient office work."),
         sentence="Surveyors found the difficulties of efficient office work.",
         defect="a ToUnicode CMap mapping the /ffi glyph to <0000>: 'di\\x00culties' in pdfminer and pypdf",
-    ))
+    ),
+    FidelityCase(
+        name="pdf-tounicode-font.pdf",
+        build=lambda: pdf.tounicode_font(TOUNICODE_LINES),
+        sentence=" ".join(TOUNICODE_LINES),  # all three lines, in order
+        defect="text in a font with an embedded ToUnicode CMap: only the CMap gives its codes meaning",
+    ),
+]
