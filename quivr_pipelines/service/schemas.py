@@ -77,7 +77,8 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1)
-    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K_EVALUATION)
+    top_k: int = Field(default=5, ge=1, le=MAX_TOP_K_EVALUATION,
+                       description="1 to 50; up to 100 with a key created with --evaluation (403 otherwise)")
     mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
     filters: Filters | None = None
     fusion: Fusion | None = None
