@@ -122,7 +122,7 @@ def test_unread_pages_are_a_warning_in_the_catalog_the_event_and_the_dagster_ui(
     mystery, clean = rows["mystery.pdf"], rows["clean.pdf"]
     assert mystery["status"] == "ingested" and mystery["chunk_count"] >= 1
     assert (mystery["page_count"], mystery["pages_with_text"], mystery["unread_pages"]) == (2, 1, 1)
-    assert "1 of 2 pages could not be read" in mystery["warning"] and "pages 2)" in mystery["warning"]
+    assert "1 of 2 pages could not be read" in mystery["warning"] and "(page 2)" in mystery["warning"]
     assert (clean["status"], clean["page_count"], clean["pages_with_text"], clean["unread_pages"],
             clean["warning"]) == ("ingested", 2, 2, 0, None)
     assert (health.ingested, health.warned, health.healthy) == (2, 1, False)
