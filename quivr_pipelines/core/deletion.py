@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quivr_pipelines.core import generations, reembed
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.errors import IngestionError
@@ -35,8 +36,10 @@ def prune_missing(store: ObjectStore, vectors, db: Database, kb: str, min_passes
     if result.still_present:
         repository.count_missing(db, kb, [], result.still_present)
     if result.deleted and not dry_run:
-        collection = vectors.resolve_alias(kb)
-        if collection is not None:
-            vectors.delete_documents(collection, kb, result.deleted)
-        repository.mark_deleted(db, kb, result.deleted)
+        # Under the KB's write lock, from the serving collection and a building generation's
+        # alike: a re-embedding in progress never brings a deleted document back at its swap.
+        with generations.kb_write_lock(db, kb):
+            for collection in reembed.live_collections(db, vectors, kb):
+                vectors.delete_documents(collection, kb, result.deleted)
+            repository.mark_deleted(db, kb, result.deleted)
     return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quivr_pipelines.core import events, pii, redaction, sparse
+from quivr_pipelines.core import events, generations, pii, redaction, sparse
 from quivr_pipelines.core.catalog import repository
 from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.catalog.repository import DocumentRecord, KbConfig
@@ -27,6 +26,7 @@ from quivr_pipelines.core.chunking import Chunk
 from quivr_pipelines.core.embedding.base import Embedder
 from quivr_pipelines.core.embedding.batching import embed_documents
 from quivr_pipelines.core.errors import TRANSIENT_ERRORS, DocumentStatus, ErrorType, IngestionError
+from quivr_pipelines.core.generations import Generation
 from quivr_pipelines.core.keys import check_object_key, point_id
 from quivr_pipelines.core.objects import ObjectInfo, ObjectStore
 from quivr_pipelines.core.parsing import ParsedDocument
@@ -76,6 +76,13 @@ class IngestionContext:
     # Embed and index each chunk with its contextual header (core/chunking.py); None: the
     # QUIVR_CHUNK_CONTEXT_HEADERS setting, read once per batch.
     context_headers: bool | None = None
+    # The embedders a KB may be served by (a re-embedded KB's model may not be `embedder`); None:
+    # built from the environment when a KB needs another model than `embedder`.
+    registry: object | None = None
+    # Build mode (core/reembed.py, re-chunking): write to this building generation's collection
+    # and record per-document rows of it, leaving the catalog's documents (the serving
+    # generation's) untouched.
+    target: Generation | None = None
 
 
 @dataclass
@@ -92,19 +99,52 @@ class _Prepared:
     pii_seconds: float = 0.0
 
 
-def collection_name(kb: str, fingerprint: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", fingerprint.lower()).strip("-")
-    return f"kb_{kb}__{slug}"[:200]
+def collection_name(kb: str, fingerprint: str, generation: int = 1) -> str:
+    return generations.collection_name(kb, fingerprint, generation)
+
+
+class KbEmbedderUnavailable(RuntimeError):
+    """The KB is served by a model no configured embedder produces."""
+
+
+def for_kb(ctx: IngestionContext, kb: str) -> IngestionContext:
+    """The context with the embedder of the KB's serving collection (a re-embedded KB keeps its
+    new model whatever QUIVR_EMBEDDER says; QUIVR_EMBEDDERS lists the others)."""
+    if ctx.target is not None:
+        return ctx
+    current = ctx.vectors.resolve_alias(kb)
+    info = ctx.vectors.collection_info(current, exact=False) if current else None
+    if info is None or info.fingerprint in (None, ctx.embedder.fingerprint):
+        return ctx
+    registry = ctx.registry
+    if registry is None:
+        from quivr_pipelines.core.embedding.registry import EmbedderRegistry
+        from quivr_pipelines.settings import get_settings
+
+        registry = EmbedderRegistry(get_settings(), default=ctx.embedder)
+    embedder = registry.for_fingerprint(info.fingerprint)
+    if embedder is None:
+        raise KbEmbedderUnavailable(
+            f"knowledge base {kb!r} is served by {info.fingerprint} ({info.name}), which no configured "
+            f"embedder produces ({', '.join(registry.configured())}); add it to QUIVR_EMBEDDERS")
+    return dataclasses.replace(ctx, embedder=embedder, registry=registry)
 
 
 def ensure_kb_collection(ctx: IngestionContext, kb: str) -> tuple[KbConfig, str]:
-    """The KB's config and the collection its alias points to (created on first use)."""
+    """The KB's config and the collection its alias points to (created on first use, as its
+    generation 1); in build mode, the building generation's collection and chunk sizes."""
     config = repository.ensure_kb(ctx.db, kb, ctx.defaults)
+    if ctx.target is not None:
+        sizes = {k: v for k, v in ctx.target.chunking.items() if k in repository.CHUNK_SIZE_FIELDS}
+        return dataclasses.replace(config, **sizes), ctx.target.collection
     current = ctx.vectors.resolve_alias(kb)
     if current is None:
         current = collection_name(kb, ctx.embedder.fingerprint)
         ctx.vectors.ensure_collection(current, ctx.embedder.dimensions, ctx.embedder.fingerprint)
         ctx.vectors.set_alias(kb, current)
+    generations.register_serving(
+        ctx.db, kb, current, ctx.embedder.fingerprint, ctx.embedder.dimensions,
+        {**{k: getattr(config, k) for k in repository.CHUNK_SIZE_FIELDS}, "context_headers": _context_headers(ctx)})
     repository.set_kb_collection(ctx.db, kb, current, ctx.embedder.fingerprint)
     return config, current
 
@@ -121,6 +161,7 @@ def _parser(ctx: IngestionContext) -> Iterator[ParserPool]:
 
 
 def ingest_documents(ctx: IngestionContext, kb: str, keys: Sequence[str], force: bool = False) -> list[DocumentOutcome]:
+    ctx = for_kb(ctx, kb)
     config, collection = ensure_kb_collection(ctx, kb)
     with _parser(ctx) as parser:
         outcomes, _ = _finish_batch(ctx, _start_batch(ctx, parser, kb, config, collection, keys, force))
@@ -147,6 +188,7 @@ def ingest_in_batches(ctx: IngestionContext, kb: str, keys: Sequence[str], batch
 
     Each yield is finished (written and recorded) before it is handed over; if the caller
     stops early, the batch in hand is finished and nothing more is started."""
+    ctx = for_kb(ctx, kb)
     config, collection = ensure_kb_collection(ctx, kb)
     with _parser(ctx) as parser:
         yield from _pipelined(ctx, parser, kb, config, collection, keys, batch_size, force, straggler_seconds)
@@ -332,9 +374,29 @@ def _finish_batch(ctx: IngestionContext, batch: _Batch,
         p = prepared.pop(key)
         error = IngestionError(ErrorType.PII_ERROR, "PII analysis failed; nothing of the document was written")
         outcomes[key], records[key] = _failure(ctx, kb, key, p.info, error, collection, p.started)
-    if prepared:
-        _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
-    repository.record_documents(ctx.db, records.values())
+    if ctx.target is not None:  # building a generation: its own per-document rows
+        if prepared:
+            _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
+        generations.record_generation_documents(ctx.db, kb, ctx.target.generation, [
+            {"object_key": r.object_key, "status": str(r.status), "chunk_count": r.chunk_count,
+             "token_count": r.token_count, "sha256": r.sha256,
+             "error_type": str(r.error_type) if r.error_type else None, "failure_reason": r.failure_reason}
+            for r in records.values()])
+        return [outcomes[key] for key in batch.keys if key in outcomes], carried
+    # Written and recorded under the KB's write lock (shared): a swap to another generation
+    # (core/reembed.py) takes it exclusively, so this batch lands wholly before or after it; if
+    # it came first, the batch is embedded for and written to the generation that serves now.
+    with generations.kb_write_lock(ctx.db, kb):
+        serving_now = ctx.vectors.resolve_alias(kb)
+        if serving_now is not None and serving_now != collection:
+            ctx, collection = for_kb(ctx, kb), serving_now
+            for outcome in outcomes.values():
+                outcome.collection = collection
+        if prepared:
+            _embed_and_write(ctx, kb, collection, prepared, outcomes, records)
+        repository.record_documents(ctx.db, [dataclasses.replace(r, collection=collection)
+                                             if r.collection and r.collection != collection else r
+                                             for r in records.values()])
     return [outcomes[key] for key in batch.keys if key in outcomes], carried
 
 

@@ -165,4 +165,16 @@ class VectorStore(Protocol):
                limit: int, flt: SearchFilter | None = None, mode: SearchMode = "hybrid",
                fusion: FusionConfig | None = None) -> list[Hit]: ...
 
+    # -- generations (re-embedding, core/reembed.py) -------------------------------------------
+    def upsert_points(self, collection: str, points: list[PointRecord]) -> None:
+        """Write points as they are (same id: replaced); no per-document cleanup."""
+
+    def scroll_points(self, collection: str, kb: str | None, offset: str | None,
+                      limit: int) -> tuple[list[Hit], str | None]:
+        """A page of points (payload, no vectors) in point-id order from `offset` (None: the
+        start); returns the page and the next offset (None: the end). A durable cursor."""
+
+    def delete_collection(self, name: str) -> bool:
+        """Drop a collection no alias points to; False when it did not exist."""
+
     def close(self) -> None: ...

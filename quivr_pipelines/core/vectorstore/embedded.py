@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -220,12 +221,7 @@ class EmbeddedStore:
             shard = self._shard(collection)
             for kb, document_key, points in items:
                 if points:
-                    shard.update(UpdateOperation.upsert_points([
-                        Point(p.id, {DENSE: p.dense, SPARSE: EdgeSparse(indices=p.sparse.indices,
-                                                                         values=p.sparse.values)},
-                              p.payload)
-                        for p in points
-                    ]))
+                    shard.update(UpdateOperation.upsert_points([_edge_point(p) for p in points]))
                 shard.update(UpdateOperation.delete_points_by_filter(
                     _document_filter(kb, document_key, min_chunk_index=len(points))))
             shard.flush()
@@ -315,11 +311,52 @@ class EmbeddedStore:
         """Build the HNSW index for points written since the last optimisation."""
         return self._run(lambda: self._shard(collection).optimize())
 
+    # -- generations (re-embedding) ---------------------------------------------------------------
+    def upsert_points(self, collection: str, points: list[PointRecord]) -> None:
+        def write():
+            shard = self._shard(collection)
+            if points:
+                shard.update(UpdateOperation.upsert_points([_edge_point(p) for p in points]))
+            shard.flush()
+
+        self._run(write)
+
+    def scroll_points(self, collection: str, kb: str | None, offset: str | None,
+                      limit: int) -> tuple[list[Hit], str | None]:
+        def page():
+            records, following = self._shard(collection).scroll(ScrollRequest(
+                offset=offset, limit=limit, filter=_search_filter(SearchFilter(kb=kb)), with_payload=True))
+            return ([Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {})) for r in records],
+                    None if following is None else str(following))
+
+        return self._run(page)
+
+    def delete_collection(self, name: str) -> bool:
+        def drop():
+            path = self._collection_dir(name)
+            if not (path / "meta.json").exists():
+                return False
+            if name in self._aliases().values():
+                raise ValueError(f"collection {name!r} is served by an alias; move the alias first")
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            (path / "meta.json").unlink()  # first: a half-removed directory is no collection
+            shutil.rmtree(path, ignore_errors=True)
+            return True
+
+        return self._run(drop)
+
     def close(self) -> None:
         with self.handoff.mutex():
             self._closed = True
             self._close_shards()
             self.handoff.close()
+
+
+def _edge_point(p: PointRecord) -> Point:
+    return Point(p.id, {DENSE: p.dense, SPARSE: EdgeSparse(indices=p.sparse.indices, values=p.sparse.values)},
+                 p.payload)
 
 
 def _write_json(path: Path, data: dict) -> None:

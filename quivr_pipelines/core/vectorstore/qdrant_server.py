@@ -105,15 +105,7 @@ class QdrantServerStore:
     def replace_document(self, collection: str, kb: str, document_key: str,
                          points: list[PointRecord]) -> None:
         if points:
-            self.client.upsert(collection, wait=True, points=[
-                models.PointStruct(
-                    id=p.id,
-                    vector={DENSE: p.dense,
-                            SPARSE: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)},
-                    payload=p.payload,
-                )
-                for p in points
-            ])
+            self.client.upsert(collection, wait=True, points=[_point(p) for p in points])
         self.client.delete(collection, wait=True, points_selector=models.FilterSelector(
             filter=document_filter(kb, document_key, min_chunk_index=len(points))))
 
@@ -192,5 +184,30 @@ class QdrantServerStore:
         return settle_ties([Hit(id=str(p.id), score=p.score, payload=p.payload or {}) for p in response.points],
                            limit)
 
+    # -- generations (re-embedding) ---------------------------------------------------------------
+    def upsert_points(self, collection: str, points: list[PointRecord]) -> None:
+        if points:
+            self.client.upsert(collection, wait=True, points=[_point(p) for p in points])
+
+    def scroll_points(self, collection: str, kb: str | None, offset: str | None,
+                      limit: int) -> tuple[list[Hit], str | None]:
+        records, following = self.client.scroll(collection, scroll_filter=search_filter(SearchFilter(kb=kb)),
+                                                limit=limit, offset=offset, with_payload=True)
+        return ([Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records],
+                None if following is None else str(following))
+
+    def delete_collection(self, name: str) -> bool:
+        if not self.client.collection_exists(name):
+            return False
+        if any(a.collection_name == name for a in self.client.get_aliases().aliases):
+            raise ValueError(f"collection {name!r} is served by an alias; move the alias first")
+        return bool(self.client.delete_collection(name))
+
     def close(self) -> None:
         self.client.close()
+
+
+def _point(p: PointRecord) -> models.PointStruct:
+    return models.PointStruct(
+        id=p.id, payload=p.payload,
+        vector={DENSE: p.dense, SPARSE: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)})
