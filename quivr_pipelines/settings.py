@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("QUIVR_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
     openai_max_retries: int = 6
+    # More embedders the query service and `search` may use for a KB whose collection another model
+    # embedded (a re-embedding moved its alias): comma-separated `local`, `openai:MODEL[:DIMS][@BASE_URL]`
+    # (core/embedding/registry.py). The default above and the local model are always configured.
+    embedders: str = ""
     embedding_batch_size: int = Field(default=64, ge=1, le=2048)
 
     # Catalog: embedded PostgreSQL by default, any PostgreSQL DSN in production.
@@ -204,6 +208,17 @@ class Settings(BaseSettings):
     @classmethod
     def _check_oidc_algorithms(cls, value: str) -> str:
         _oidc_algorithms(value)
+        return value
+
+    @field_validator("embedders")
+    @classmethod
+    def _check_embedders(cls, value: str) -> str:
+        from quivr_pipelines.core.embedding.registry import parse_specs
+
+        try:
+            parse_specs(value)
+        except ValueError as exc:
+            raise ValueError(f"QUIVR_EMBEDDERS: {exc}") from None
         return value
 
     @field_validator("oidc_role_map")
