@@ -236,7 +236,7 @@ def plan(ctx: ReembedContext, kb: str, target: Target, price_per_million: float 
         chunks, cached = len(texts), sum(1 for _, t in texts if text_digest(t) in known)
         missing = [t for d, t in unique.items() if d not in known]
         tokens = sum(embedder.count_tokens(missing)) if missing else 0
-    dollars = round(tokens / 1e6 * price_per_million, 6) if price_per_million is not None else None
+    dollars = round(tokens / 1e6 * price_per_million, 8) if price_per_million is not None else None
     return Plan(kb, mode, serving, embedder.fingerprint, spec, chunking, documents, chunks, cached,
                 chunks - cached, tokens, dollars, estimated)
 
