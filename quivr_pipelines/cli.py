@@ -227,6 +227,7 @@ def search(
 ):
     """Search a KB from the command line (the query service offers the same over HTTP)."""
     from quivr_pipelines.core.keys import printable
+    from quivr_pipelines.core.llm import LLMError
     from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, search_kb
     from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 
@@ -246,6 +247,8 @@ def search(
     except UnknownKnowledgeBase as exc:
         _fail(f"{exc.args[0]}: no such KB, or nothing ingested into it")
     except (FingerprintMismatch, StoreBusy) as exc:
+        _fail(str(exc))
+    except LLMError as exc:  # the KB's embedding provider failed: its fixed message, no traceback
         _fail(str(exc))
     for hit in hits:
         page = f" p.{hit.payload.get('page_number')}" if hit.payload.get("page_number") else ""

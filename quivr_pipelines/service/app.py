@@ -114,6 +114,7 @@ def create_app(settings=None) -> FastAPI:
         app.state.service = service
         event_logger().info("service_started", llm_model=settings.llm_model or None,
                             extractive=service.llm is None, embedder=service.embedder.provider,
+                            embedders=service.registry.configured(),
                             vector_store="server" if settings.qdrant_url else "embedded",
                             not_ready=service.not_started() or None)
         try:

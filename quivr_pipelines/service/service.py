@@ -1,8 +1,17 @@
 """Search and ask: the query service's logic over the plain-Python core (no FastAPI here).
 
-Retrieval follows `core.retrieval.search` (fingerprint check, KB filter forced, one call to the
-store) but reads the collection once per request, so the same read serves the fingerprint check,
-the 404 and the result-cache key.
+Retrieval follows `core.retrieval.search` (the KB's embedder by its collection's fingerprint, KB
+filter forced, one call to the store) but reads the collection once per request, so the same read
+serves the choice of embedder, the 404 and the result-cache key.
+
+Embedders (issue 11): an `EmbedderRegistry` holds the default (QUIVR_EMBEDDER & co., probed at
+start-up, the one /ready reports), the local model and QUIVR_EMBEDDERS. A KB is embedded at query
+time by the configured embedder of the collection behind its alias, so a re-embedding that swaps
+the alias to another model's collection is served at the next request: no restart, no 409. The
+409 remains for a fingerprint no configured embedder produces. Another embedder than the default
+is built (no network) at its KB's first request and first reaches its provider on that request,
+whose failure is a 502/503/504 like any provider error. While the default's start-up probe
+fails, every keyed request gets 503 (the service is not ready), whatever its KB's model.
 
 Caches (per process, bounded, TTL):
 - query vectors, keyed by (embedder fingerprint, query text): a vector never goes stale;
@@ -35,6 +44,8 @@ from dataclasses import dataclass
 
 from quivr_pipelines.core import sparse
 from quivr_pipelines.core.catalog.database import Database
+from quivr_pipelines.core.embedding.base import Embedder
+from quivr_pipelines.core.embedding.registry import EmbedderRegistry
 from quivr_pipelines.core.events import event_logger
 from quivr_pipelines.core.keys import KB_NAME_PATTERN
 from quivr_pipelines.core.llm import (
@@ -48,7 +59,7 @@ from quivr_pipelines.core.llm import (
     cost_dollars,
     extractive_pieces,
 )
-from quivr_pipelines.core.retrieval import FingerprintMismatch, UnknownKnowledgeBase, kb_collection
+from quivr_pipelines.core.retrieval import FingerprintMismatch, embedder_for_collection
 from quivr_pipelines.core.vectorstore.base import DEFAULT_FUSION, CollectionInfo, SearchFilter
 from quivr_pipelines.core.vectorstore.handoff import StoreBusy
 from quivr_pipelines.service.caches import TTLCache
@@ -119,11 +130,13 @@ def sse(event: str, data) -> str:
 
 class QueryService:
     def __init__(self, settings, db: Database, store, embedder, llm: LLMClient | None,
-                 metrics: Metrics, writer: BatchWriter):
+                 metrics: Metrics, writer: BatchWriter, registry: EmbedderRegistry | None = None):
+        """`embedder` is the default; `registry` (built around it when not given) the others."""
         self.settings = settings
         self.db = db
         self.store = store
-        self.embedder = embedder
+        self.registry = registry if registry is not None else EmbedderRegistry(settings, default=embedder)
+        self.embedder = self.registry.default
         self.llm = llm
         self.metrics = metrics
         self.writer = writer
@@ -149,7 +162,8 @@ class QueryService:
         store = build_vector_store(settings, keep_open=True)
         embedder = build_embedder(settings)
         return cls(settings, db, store, embedder, build_llm(settings), metrics,
-                   BatchWriter(db, settings.audit_flush_seconds, metrics))
+                   BatchWriter(db, settings.audit_flush_seconds, metrics),
+                   EmbedderRegistry(settings, default=embedder))
 
     def start(self, wait_seconds: float = 10.0) -> None:
         """Bring the dependencies up: migrations (they need the database) and the embedder
@@ -233,55 +247,70 @@ class QueryService:
         return checks
 
     # -- retrieval -------------------------------------------------------------------------------
-    def collection(self, kb: str) -> CollectionInfo:
+    def collection(self, kb: str) -> tuple[CollectionInfo, Embedder]:
+        """The collection behind the KB's alias and the configured embedder of its fingerprint:
+        404 without one, 409 when no configured embedder produces its fingerprint."""
         if not KB_NAME_PATTERN.match(kb):
             raise UnknownKB(kb)
-        fingerprint = self._embedder_fingerprint()
+        if "embedder" not in self._started:  # the default's start-up probe is still failing: fail fast
+            raise EmbedderStarting()
         try:
             # Approximate count: an exact one costs ~10 ms at 100k points on every request; the
             # result cache key only needs it to notice points removed outside the catalog.
-            return kb_collection(self.store, kb, fingerprint, exact=False)
-        except UnknownKnowledgeBase:
-            raise UnknownKB(kb) from None
-        except (StoreBusy, FingerprintMismatch):
+            info = self.store.collection_info(kb, exact=False)
+        except StoreBusy:
             raise
         except Exception as exc:  # any store failure is the same to the caller
             raise VectorStoreUnavailable(f"vector store unavailable ({type(exc).__name__})") from exc
-
-    def _embedder_fingerprint(self) -> str:
-        if "embedder" not in self._started:  # its start-up probe is still failing: fail fast
-            raise EmbedderStarting()
-        return self.embedder.fingerprint
+        if info is None:
+            raise UnknownKB(kb)
+        try:
+            return info, embedder_for_collection(self.registry, kb, info)
+        except FingerprintMismatch:
+            raise
+        except Exception as exc:  # noqa: BLE001 - building it failed (a missing model package): 502, not 500
+            raise as_provider_error(exc, 0, "embedding", info.fingerprint.partition(":")[0]) from None
 
     def generation(self, kb: str) -> str:
         with self.db.transaction() as conn:
             row = conn.execute("SELECT max(updated_at) FROM documents WHERE kb = %s", (kb,)).fetchone()
         return row[0].isoformat() if row and row[0] else ""
 
-    def embed_query(self, kb: str, query: str, key_id: str | None) -> tuple[list[float], int, bool]:
-        model = self.embedder.model
-        cache_key = (self._embedder_fingerprint(), query)
+    def embed_query(self, kb: str, query: str, key_id: str | None,
+                    embedder: Embedder | None = None) -> tuple[list[float], int, bool]:
+        """`embedder`: the KB's (from `collection`); the default when not given."""
+        if embedder is None:
+            if "embedder" not in self._started:
+                raise EmbedderStarting()
+            embedder = self.embedder
+        provider, model = embedder.provider, embedder.model
+        fingerprint = embedder.fingerprint  # known without a call: probed at start-up, or requested
+        cache_key = (fingerprint, query)
         vector = self.vectors.get(cache_key)
         if vector is not None:
             self.metrics.cache.labels("embedding", "hit").inc()
-            self.writer.add(UsageRow(kind="query_embedding", provider=self.embedder.provider, model=model,
+            self.writer.add(UsageRow(kind="query_embedding", provider=provider, model=model,
                                      kb=kb, inputs=1, cached_inputs=1, api_key_id=key_id))
             return vector, 0, True
         self.metrics.cache.labels("embedding", "miss").inc()
         try:
-            batch = self.embedder.embed([query])
+            batch = embedder.embed([query])
         except Exception as exc:  # openai errors become 502/503/504, others 502
             raise as_provider_error(exc, getattr(self.settings, "openai_max_retries", 0), "embedding",
-                                    self.embedder.provider) from exc
+                                    provider) from exc
         vector = batch.vectors[0].tolist()
+        expected = int(fingerprint.rpartition(":")[2])
+        if len(vector) != expected:  # a model that ignored the `dimensions` it was asked for
+            raise LLMError(f"the embedding provider ({provider}) returned {len(vector)}-dimensional vectors "
+                           f"for {fingerprint}: {model} does not shorten its vectors as requested", 502)
         self.vectors.set(cache_key, vector)
         self.metrics.embedding_tokens.labels(model).inc(batch.tokens)
-        self.writer.add(UsageRow(kind="query_embedding", provider=self.embedder.provider, model=model,
+        self.writer.add(UsageRow(kind="query_embedding", provider=provider, model=model,
                                  kb=kb, prompt_tokens=batch.tokens, inputs=1, api_key_id=key_id))
         return vector, batch.tokens, False
 
     def retrieve(self, kb: str, req: SearchRequest, key_id: str | None) -> Retrieved:
-        info = self.collection(kb)
+        info, embedder = self.collection(kb)
         flt = scoped_filter(kb, req.filters)
         fusion = (req.fusion_config() or DEFAULT_FUSION) if req.mode == "hybrid" else None
         cache_key = (kb, info.name, info.points, self.generation(kb), req.query, req.top_k, req.mode, flt, fusion)
@@ -294,7 +323,7 @@ class QueryService:
         started = time.perf_counter()
         dense, tokens, embedding_cached = (None, 0, False)
         if req.mode != "sparse":
-            dense, tokens, embedding_cached = self.embed_query(kb, req.query, key_id)
+            dense, tokens, embedding_cached = self.embed_query(kb, req.query, key_id, embedder)
         try:
             hits = self.store.search(info.name, dense, sparse.query_vector(req.query), req.top_k, flt, req.mode,
                                      fusion)

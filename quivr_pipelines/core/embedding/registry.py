@@ -50,7 +50,10 @@ LOCAL_SPEC = EmbedderSpec("local", LocalEmbedder.model)
 
 
 def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable: keep only what follows the last `@`
+        return url.rpartition("@")[2]
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
@@ -132,7 +135,7 @@ def _default_spec(settings, embedder) -> EmbedderSpec:
     return EmbedderSpec(embedder.provider, embedder.model, dimensions)
 
 
-def _known_fingerprint(embedder) -> str | None:
+def known_fingerprint(embedder) -> str | None:
     """The fingerprint if it costs no network call: an OpenAI embedder without configured
     dimensions learns them from its first call (the service's start-up probe makes it)."""
     from quivr_pipelines.core.embedding.openai_embedder import OpenAIEmbedder
@@ -185,7 +188,7 @@ class EmbedderRegistry:
             if fingerprint in self._by_fingerprint:
                 return self._by_fingerprint[fingerprint]
             found = None
-            if _known_fingerprint(self._default) == fingerprint:
+            if known_fingerprint(self._default) == fingerprint:
                 found = self._default
             else:
                 spec = next(filter(None, (_matching(s, *parsed) for s in self._specs)), None)
