@@ -4,16 +4,45 @@ The engine has no collections or aliases of its own, so this adapter keeps them 
 `<root>/collections/<name>/` holds the shard and `meta.json` (dimensions, embedding
 fingerprint); `<root>/aliases.json` maps KB aliases to collections (replaced atomically).
 Processes share the directory through `StoreHandoff` (see its docstring).
+
+Index builds run on a copy, so that queries are answered while the HNSW graph is built (minutes at
+100k points). `rebuild_index` (and `optimize`) follows this protocol in `collections/<name>/`:
+
+1. take the collection's write fence exclusively (`CollectionFence.rebuilding`, handoff.py): the
+   writers of this collection (every method that changes a shard goes through `_write`, which
+   holds the fence shared) wait from here to step 5; readers never take it;
+2. holding the store (`StoreHandoff`): flush and close the live `shard`, copy it to `shard.next`
+   (a closed shard directory copied loads; the copy keeps the files' holes); hand the store back;
+3. outside the handoff protocol (no other process ever opens `shard.next`): open the copy,
+   `optimize()` it, close it and fsync it, while every process goes on querying `shard`. If
+   there was nothing to build, delete the copy and skip step 4;
+4. holding the store: close the live shard, rename `shard` -> `shard.old` and `shard.next` ->
+   `shard` (atomic renames); hand the store back (the other processes closed their shards when it
+   was handed to us and open the new `shard` when they get it back);
+5. delete `shard.old`, release the fence.
+
+Queries wait only for steps 2 and 4 (a file copy, two renames); writes of that collection wait
+for the whole rebuild; other collections are not affected.
+
+Recovery, each time a shard is opened (with the store held), so that a crash at any point leaves
+a loadable collection: a missing `shard` means a rebuild died between the two renames of step 4,
+when its copy was already built and closed, so `shard.next` becomes `shard` (or `shard.old` goes
+back if there is no `shard.next`). Then a leftover `shard.next` (death in steps 2-3: an unfinished
+copy) or `shard.old` (death in step 5) is deleted, unless a live process holds `.rebuild` (a
+rebuild in progress, whose copy it is); the next open after it retries.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from qdrant_edge import (
@@ -60,10 +89,29 @@ from quivr_pipelines.core.vectorstore.base import (
     SearchMode,
     settle_ties,
 )
-from quivr_pipelines.core.vectorstore.handoff import StoreHandoff
+from quivr_pipelines.core.vectorstore.handoff import CollectionFence, StoreHandoff
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 HANDOFF_POLL_SECONDS = 0.05
+SHARD, NEXT, OLD = "shard", "shard.next", "shard.old"  # the live shard, a rebuild's copy, the one it replaced
+REPORTED_WRITE_WAIT_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexRebuild:
+    """What `rebuild_index` did. Timestamps are `time.monotonic()` (system-wide on Linux)."""
+
+    collection: str
+    points: int
+    rebuilt: bool  # False: the index was already complete (the copy was dropped)
+    copy_seconds: float  # queries waited for this (step 2)
+    build_seconds: float  # queries answered meanwhile (step 3)
+    swap_seconds: float  # queries waited for this (step 4)
+    writes_held_seconds: float  # the fence's hold: no writer of the collection waited longer
+    build_started: float
+    build_finished: float
 
 
 def _document_filter(kb: str, document_key: str, min_chunk_index: int | None = None) -> Filter:
@@ -134,15 +182,32 @@ class EmbeddedStore:
                     self._close_shards()
 
     def _shard(self, collection: str) -> EdgeShard:
-        name = self.resolve_alias_unlocked(collection) or collection
+        return self._open(self.resolve_alias_unlocked(collection) or collection)
+
+    def _open(self, name: str) -> EdgeShard:
+        """The collection's shard, by its real name (call with the store held)."""
         shard = self._shards.get(name)
         if shard is None:
             path = self._collection_dir(name)
             if not (path / "meta.json").exists():
                 raise KeyError(f"collection {name!r} does not exist")
-            shard = EdgeShard.load(str(path / "shard"))
+            _recover(path, CollectionFence(path, name))
+            shard = EdgeShard.load(str(path / SHARD))
             self._shards[name] = shard
         return shard
+
+    def _write(self, collection: str, fn):
+        """Run `fn(shard)` with the store held and the collection's write fence held shared, taken
+        before queueing for the store (see handoff.py: never the other way round). The alias is
+        resolved once, so the write goes to the collection that was fenced."""
+        name = self.resolve_alias_unlocked(collection) or collection
+        path = self._collection_dir(name)
+        if not (path / "meta.json").exists():
+            raise KeyError(f"collection {name!r} does not exist")
+        with CollectionFence(path, name).writing() as waited:
+            if waited > REPORTED_WRITE_WAIT_SECONDS:
+                log.info("a write to %s waited %.1f s for its index rebuild", name, waited)
+            return self._run(lambda: fn(self._open(name)))
 
     def _collection_dir(self, name: str) -> Path:
         if not COLLECTION_NAME.match(name):
@@ -160,7 +225,7 @@ class EmbeddedStore:
                 vectors={DENSE: EdgeVectorParams(size=dimensions, distance=Distance.Cosine)},
                 sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)},
             )
-            shard = EdgeShard.create(str(path / "shard"), config)
+            shard = EdgeShard.create(str(path / SHARD), config)
             for field_name in KEYWORD_FIELDS:
                 params = KeywordIndexParams(prefix=True) if field_name == "document_key" else PayloadSchemaType.Keyword
                 shard.update(UpdateOperation.create_field_index(field_name, params))
@@ -217,8 +282,7 @@ class EmbeddedStore:
         """Several documents in one hold of the store and one flush (without `keep_open`, also one
         open and close for the whole batch)."""
 
-        def write():
-            shard = self._shard(collection)
+        def write(shard: EdgeShard):
             for kb, document_key, points in items:
                 if points:
                     shard.update(UpdateOperation.upsert_points([_edge_point(p) for p in points]))
@@ -226,11 +290,10 @@ class EmbeddedStore:
                     _document_filter(kb, document_key, min_chunk_index=len(points))))
             shard.flush()
 
-        self._run(write)
+        self._write(collection, write)
 
     def delete_documents(self, collection: str, kb: str, document_keys: list[str]) -> None:
-        def delete():
-            shard = self._shard(collection)
+        def delete(shard: EdgeShard):
             for start in range(0, len(document_keys), 1000):
                 shard.update(UpdateOperation.delete_points_by_filter(Filter(must=[
                     FieldCondition(key="kb", match=MatchValue(kb)),
@@ -238,15 +301,14 @@ class EmbeddedStore:
                 ])))
             shard.flush()
 
-        self._run(delete)
+        self._write(collection, delete)
 
     def delete_document(self, collection: str, kb: str, document_key: str) -> None:
-        def delete():
-            shard = self._shard(collection)
+        def delete(shard: EdgeShard):
             shard.update(UpdateOperation.delete_points_by_filter(_document_filter(kb, document_key)))
             shard.flush()
 
-        self._run(delete)
+        self._write(collection, delete)
 
     def chunk_counts(self, collection: str, kb: str) -> dict[str, int]:
         """document key -> number of points, for the whole KB (payload field only, paged)."""
@@ -308,18 +370,61 @@ class EmbeddedStore:
         return settle_ties([Hit(id=str(p.id), score=p.score, payload=dict(p.payload or {})) for p in points], limit)
 
     def optimize(self, collection: str) -> bool:
-        """Build the HNSW index for points written since the last optimisation."""
-        return self._run(lambda: self._shard(collection).optimize())
+        """Build the HNSW index for points written since the last optimisation (on a copy)."""
+        return self.rebuild_index(collection).rebuilt
+
+    def rebuild_index(self, collection: str) -> IndexRebuild:
+        """The protocol in the module docstring. Call it with the store not held by this thread."""
+        name = self.resolve_alias_unlocked(collection) or collection
+        path = self._collection_dir(name)
+        if not (path / "meta.json").exists():
+            raise KeyError(f"collection {name!r} does not exist")
+        with CollectionFence(path, name).rebuilding():
+            fenced = time.monotonic()
+
+            def copy() -> int:  # step 2
+                shard = self._open(name)
+                points = shard.count(CountRequest(exact=True))
+                shard.flush()
+                self._shards.pop(name).close()
+                _copy_tree(path / SHARD, path / NEXT)
+                return points
+
+            _remove(path / NEXT)  # an unfinished copy of a dead rebuild: we hold the fence now
+            try:
+                points = self._run(copy)
+                build_started = time.monotonic()
+                rebuilt = _build(path / NEXT)  # step 3
+                build_finished = time.monotonic()
+                if rebuilt:
+                    self._run(lambda: self._swap_in(name, path))  # step 4
+            finally:
+                if (path / SHARD).exists():  # else an error between the renames: `_recover` completes it
+                    _remove(path / OLD)  # step 5
+                    _remove(path / NEXT)
+            released = time.monotonic()
+        return IndexRebuild(collection=name, points=points, rebuilt=rebuilt,
+                            copy_seconds=build_started - fenced, build_seconds=build_finished - build_started,
+                            swap_seconds=released - build_finished, writes_held_seconds=released - fenced,
+                            build_started=build_started, build_finished=build_finished)
+
+    def _swap_in(self, name: str, path: Path) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.close()
+        _remove(path / OLD)
+        os.replace(path / SHARD, path / OLD)
+        os.replace(path / NEXT, path / SHARD)
+        _fsync(path)
 
     # -- generations (re-embedding) ---------------------------------------------------------------
     def upsert_points(self, collection: str, points: list[PointRecord]) -> None:
-        def write():
-            shard = self._shard(collection)
+        def write(shard: EdgeShard):
             if points:
                 shard.update(UpdateOperation.upsert_points([_edge_point(p) for p in points]))
             shard.flush()
 
-        self._run(write)
+        self._write(collection, write)
 
     def scroll_points(self, collection: str, kb: str | None, offset: str | None,
                       limit: int) -> tuple[list[Hit], str | None]:
@@ -357,6 +462,81 @@ class EmbeddedStore:
 def _edge_point(p: PointRecord) -> Point:
     return Point(p.id, {DENSE: p.dense, SPARSE: EdgeSparse(indices=p.sparse.indices, values=p.sparse.values)},
                  p.payload)
+
+
+def _recover(path: Path, fence: CollectionFence) -> None:
+    """Bring a collection left by a dead rebuild back to one `shard` (rule in the module docstring)."""
+    if not (path / SHARD).exists():
+        leftover = path / NEXT if (path / NEXT).exists() else path / OLD
+        if leftover.exists():
+            os.replace(leftover, path / SHARD)
+            _fsync(path)
+    if ((path / NEXT).exists() or (path / OLD).exists()) and not fence.rebuild_running():
+        _remove(path / NEXT)
+        _remove(path / OLD)
+
+
+def _build(path: Path) -> bool:
+    """Index a copy no other process opens; make it durable before it can be renamed into place."""
+    shard = EdgeShard.load(str(path))
+    try:
+        rebuilt = shard.optimize()
+    finally:
+        shard.close()
+    if rebuilt:
+        for directory, _, files in os.walk(path):
+            for file in files:
+                _fsync(Path(directory) / file)
+            _fsync(Path(directory))
+    return rebuilt
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, copy_function=_copy_file)
+
+
+def _copy_file(source: str, target: str) -> None:
+    """Copy the data and keep the holes: the engine preallocates sparse 32 MB files (WAL, vector
+    chunks, payload pages), which `shutil.copy2` writes out in full (a 2 MB shard became 165 MB).
+    Where the kernel cannot (no copy_file_range, a file system without SEEK_DATA), `copy2`."""
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                try:
+                    data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+                except OSError as error:
+                    if error.errno == errno.ENXIO:  # nothing but a hole after offset
+                        break
+                    raise
+                hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+                while data < hole:
+                    copied = os.copy_file_range(src.fileno(), dst.fileno(), hole - data, data, data)
+                    if copied == 0:
+                        raise OSError(errno.EIO, f"{source} shrank while being copied")
+                    data += copied
+                offset = hole
+            dst.truncate(size)
+    except (AttributeError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                                               errno.EOPNOTSUPP):
+            raise
+        shutil.copy2(source, target)
+        return
+    shutil.copystat(source, target)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -15,6 +15,22 @@ in a background thread, so a holder busy with something else, such as embedding 
 hands over between two of its calls). Occasional users (CLI commands) hold the store only for
 the length of each call. No process ever sees "already accessed by another instance", and no write is lost,
 because nobody opens a shard without holding `.lock`.
+
+`CollectionFence` (two more lock files, in each collection's directory) keeps the writers of one
+collection out while its index is rebuilt on a copy, so that readers can go on reading the live
+shard; the rebuild protocol that uses it is in `embedded.py`'s docstring:
+
+- `.rebuild`: a rebuild takes it exclusively when it queues and keeps it until it is done (its pid
+  is written in it); a writer passes through it (shared, released at once), so a queued rebuild
+  stops new writers and a busy ingestion cannot starve it (the role `.intent` plays above);
+- `.write` : held shared by every write call of the collection, from before it queues for the
+  store until its write is flushed; exclusively by the rebuild, which thus waits for the writes
+  in flight and then holds every writer off.
+
+Never wait for a fence while holding `.lock` or the in-process mutex: the holder that must hand
+the store over to the rebuild would be the one waiting (a deadlock). Each acquisition opens its
+own descriptors: flock locks belong to an open file description, so two threads of one process
+exclude each other as two processes do.
 """
 
 from __future__ import annotations
@@ -27,6 +43,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ACQUIRE_TIMEOUT_SECONDS = 600.0
+# A writer waits for a rebuild of its collection at most this long: a build takes ~70 s at 100k
+# points on 2 cores (more than linear beyond), so an hour is a stuck rebuild, not a big one.
+REBUILD_WAIT_SECONDS = 3600.0
 
 
 class StoreBusy(RuntimeError):
@@ -86,18 +105,9 @@ class StoreHandoff:
         self.held = True
 
     def _wait(self, fd: int, deadline: float) -> None:
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    raise StoreBusy(f"the embedded vector store is held by process {holder}; "
-                                    "gave up waiting (is a process stuck while holding it?)") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+        _flock_until(fd, fcntl.LOCK_EX, deadline, lambda: StoreBusy(
+            f"the embedded vector store is held by process {_holder(self._lock_fd)}; "
+            "gave up waiting (is a process stuck while holding it?)"))
 
     def release(self) -> None:
         if self.held:
@@ -122,3 +132,80 @@ class StoreHandoff:
         self.release()
         os.close(self._intent_fd)
         os.close(self._lock_fd)
+
+
+class CollectionFence:
+    """The writers of one collection against a rebuild of its index (see the docstring above)."""
+
+    def __init__(self, directory: Path, name: str):
+        self.directory = directory
+        self.name = name
+
+    def _open(self, file: str) -> int:
+        return os.open(self.directory / file, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextmanager
+    def writing(self, timeout: float = REBUILD_WAIT_SECONDS):
+        """Held around one write call, outside `StoreHandoff` (see above). Yields the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        gate, fence = self._open(".rebuild"), self._open(".write")
+        def busy():
+            return StoreBusy(f"collection {self.name!r} is being re-indexed by process {_holder(gate)}; "
+                             f"gave up waiting after {timeout:.0f} s (is that process stuck?)")
+
+        try:
+            _flock_until(gate, fcntl.LOCK_SH, deadline, busy)
+            _flock_until(fence, fcntl.LOCK_SH, deadline, busy)  # free: a rebuild holds it only with the gate
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            yield time.monotonic() - started
+        finally:
+            os.close(fence)
+            os.close(gate)
+
+    @contextmanager
+    def rebuilding(self, timeout: float = ACQUIRE_TIMEOUT_SECONDS):
+        """Held for a whole rebuild: no write of the collection starts or is in flight inside."""
+        deadline = time.monotonic() + timeout
+        gate, fence = self._open(".rebuild"), self._open(".write")
+        try:
+            _flock_until(gate, fcntl.LOCK_EX, deadline, lambda: StoreBusy(
+                f"collection {self.name!r} is already being re-indexed by process {_holder(gate)}"))
+            os.ftruncate(gate, 0)
+            os.pwrite(gate, str(os.getpid()).encode(), 0)
+            _flock_until(fence, fcntl.LOCK_EX, deadline, lambda: StoreBusy(
+                f"writes to collection {self.name!r} kept going for {timeout:.0f} s; "
+                "gave up waiting to re-index it"))
+            yield
+        finally:
+            os.close(fence)  # the fence first: nobody holds `.write` exclusively without `.rebuild`
+            os.close(gate)
+
+    def rebuild_running(self) -> bool:
+        """True when a live process holds `.rebuild` (or a writer is passing through it)."""
+        gate = self._open(".rebuild")
+        try:
+            fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(gate)
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
+def _flock_until(fd: int, mode: int, deadline: float, busy) -> None:
+    """flock with a deadline: poll (5 ms doubling to 100 ms), then raise `busy()`."""
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise busy() from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)

@@ -9,7 +9,8 @@ vector_index_schedule = dg.ScheduleDefinition(
     job=vector_index_job,
     cron_schedule="0 3 * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly: index what was ingested during the day (queries pause while it runs).",
+    description="Nightly: index what was ingested during the day, on a copy of each collection (queries "
+                "keep being answered; writes to a collection wait while its index is built).",
 )
 
 kb_reconciliation_schedule = dg.ScheduleDefinition(
