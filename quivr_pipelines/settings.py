@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     parse_max_cells: int = Field(default=ParseLimits.max_cells, ge=1)  # XLSX dimensions, CSV/TSV cells
     parse_max_line_characters: int = Field(default=ParseLimits.max_line_characters, ge=1)  # text-like files
 
+    # Re-embedding (`reembed`, reembed_job): how long a replaced generation can be rolled back to
+    # before generation_cleanup_schedule drops it, the quality gate's allowed drop, and the price
+    # a dry run costs the target model's tokens at (dollars per 1M tokens; unset: no dollars).
+    reembed_rollback_hours: float = Field(default=168, ge=0)
+    reembed_quality_margin: float = Field(default=0.02, ge=0, le=1)
+    embedding_price_per_million: float | None = Field(default=None, ge=0)
+
     # Object-store sync (object_store_sensor).
     sync_delete_after_misses: int = Field(default=2, ge=1)
     sync_delete_dry_run: bool = False

@@ -439,10 +439,77 @@ def mirror(ctx: ReembedContext, gen: Generation, keys: list[str], rows: dict[str
         ctx.vectors.replace_documents(gen.collection, items)
 
 
+GATES = ("documents_complete", "dimensions", "fingerprint", "payload_indexes", "retrieval_quality")
+THRESHOLDS = "thresholds"  # the gate settings the build was started with, kept beside the results
+
+
 def gates_passed(gen: Generation) -> tuple[bool, list[str]]:
-    results = gen.gates or {}
-    failed = [name for name, result in results.items() if not result.get("passed")]
-    return bool(results) and not failed, failed
+    """All five gates recorded as passed (a missing one counts as not passed)."""
+    results = {k: v for k, v in (gen.gates or {}).items() if k != THRESHOLDS}
+    failed = [name for name in GATES if not (results.get(name) or {}).get("passed")]
+    return not failed, [name for name in failed if name in results]
+
+
+def set_thresholds(ctx: ReembedContext, gen: Generation, margin: float, golden_size: int, min_queries: int) -> None:
+    gates = {k: v for k, v in (gen.gates or {}).items() if k != THRESHOLDS}
+    generations.update(ctx.db, gen.kb, gen.generation, gates={**gates, THRESHOLDS: {
+        "margin": margin, "golden_set_size": golden_size, "min_queries": min_queries}})
+
+
+def golden_set(ctx: ReembedContext, gen: Generation) -> list:
+    """The golden queries of `gen`: kept with it once chosen; the KB's own file when it has one,
+    else sentences of the serving generation's chunks."""
+    from quivr_pipelines.core import reembed_gates
+
+    if gen.golden_set:
+        return [reembed_gates.GoldenQuery(**q) for q in gen.golden_set]
+    queries = reembed_gates.load_golden_set(ctx.objects, gen.kb) if ctx.objects is not None else None
+    source = "file"
+    if queries is None:
+        serving = generations.get(ctx.db, gen.kb, gen.source_generation)
+        size = ((gen.gates or {}).get(THRESHOLDS) or {}).get("golden_set_size", 50)
+        queries, source = reembed_gates.golden_set_from_chunks(ctx.vectors, gen.kb, serving.collection, size), "chunks"
+    generations.update(ctx.db, gen.kb, gen.generation,
+                       golden_set=[dataclasses.asdict(q) | {"source": source} for q in queries])
+    return queries
+
+
+def run_gate(ctx: ReembedContext, gen: Generation, name: str):
+    """One gate on `gen`, its result recorded with the generation (the swap reads them)."""
+    from quivr_pipelines.core import reembed_gates as g
+
+    gen = generations.get(ctx.db, gen.kb, gen.generation)
+    thresholds = (gen.gates or {}).get(THRESHOLDS) or {}
+    try:
+        if name == "documents_complete":
+            result = g.check_documents(ctx.vectors, gen.kb, gen, generations.expected_chunk_counts(ctx.db, gen))
+        elif name == "dimensions":
+            result = g.check_dimensions(ctx.vectors, gen, _building_embedder(ctx, gen).dimensions)
+        elif name == "fingerprint":
+            result = g.check_fingerprint(ctx.vectors, gen, _building_embedder(ctx, gen).fingerprint)
+        elif name == "payload_indexes":
+            result = g.check_payload_indexes(ctx.vectors, gen.collection)
+        elif name == "retrieval_quality":
+            serving = generations.get(ctx.db, gen.kb, gen.source_generation)
+            serving_embedder = ctx.registry.for_fingerprint(serving.fingerprint)
+            if serving_embedder is None:
+                raise ReembedError(f"no configured embedder produces the serving model {serving.fingerprint}")
+            result = g.check_retrieval_quality(
+                ctx.vectors, gen.kb, serving, gen, serving_embedder, _building_embedder(ctx, gen),
+                golden_set(ctx, gen), margin=thresholds.get("margin", 0.02),
+                min_queries=thresholds.get("min_queries", 5))
+        else:
+            raise ValueError(f"unknown gate {name!r}")
+    except ReembedError as exc:
+        result = g.GateResult(name, False, str(exc), {})
+    current = generations.get(ctx.db, gen.kb, gen.generation)
+    generations.update(ctx.db, gen.kb, gen.generation, gates={
+        **(current.gates or {}), name: {"passed": result.passed, "description": result.description}})
+    return result
+
+
+def run_gates(ctx: ReembedContext, gen: Generation) -> list:
+    return [run_gate(ctx, gen, name) for name in GATES]
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ STUB = reembed.Target(embedder=f"openai:{STUB_MODEL}:16")
 
 
 def passed(world, gen):
-    generations.update(world.db, KB, gen.generation, gates={"documents_complete": {"passed": True}})
+    generations.update(world.db, KB, gen.generation, gates={name: {"passed": True} for name in reembed.GATES})
 
 
 def build(world, target=STUB, **kwargs):
