@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import UTC
@@ -348,6 +349,167 @@ def eval_retrieval(
 def _eval_schema(settings) -> str:
     """The pipeline evaluation's catalog: beside the configured one, never inside it."""
     return f"{settings.database_schema}_eval"[:63]
+
+
+REEMBED_ACTIONS = ("rollback", "cancel", "status", "cleanup")
+
+
+@app.command()
+def reembed(
+    kb_or_action: str = typer.Argument(..., metavar="KB|rollback|cancel|status|cleanup",
+                                       help="The KB to re-embed, or an action."),
+    action_kb: str = typer.Argument(None, metavar="[KB]", help="The KB of rollback, cancel or status."),
+    embedder: str = typer.Option(None, "--embedder", help="Target model: local, openai:MODEL[:DIMS][@BASE_URL]. "
+                                                          "Unset: the serving model (a re-chunking)."),
+    max_characters: int = typer.Option(None, "--max-characters", min=100, help="New chunk size."),
+    new_after_characters: int = typer.Option(None, "--new-after-characters", min=50),
+    combine_under_characters: int = typer.Option(None, "--combine-under-characters", min=0),
+    overlap_characters: int = typer.Option(None, "--overlap-characters", min=0),
+    context_headers: bool = typer.Option(None, "--context-headers/--no-context-headers"),
+    margin: float = typer.Option(None, "--quality-margin", min=0, max=1,
+                                 help="Allowed drop of recall@10 / nDCG@10 (default QUIVR_REEMBED_QUALITY_MARGIN)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only report chunks, cache hits, tokens and dollars."),
+    generation: int = typer.Option(None, "--generation", help="rollback: this retired generation."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Re-embed or re-chunk a KB with zero downtime: build a new generation, gate it, swap the alias.
+
+    `reembed KB --embedder ...` runs reembed_job now (recorded in the Dagster instance);
+    `reembed rollback KB` serves the previous generation again; `reembed cancel KB` gives up a
+    build; `reembed status [KB]` lists generations; `reembed cleanup [--dry-run]` drops those past
+    the rollback window."""
+    from quivr_pipelines.core import reembed as core
+
+    action = kb_or_action if kb_or_action in REEMBED_ACTIONS else None
+    kb = _kb_name(action_kb if action else kb_or_action)
+    if action in ("rollback", "cancel") and kb is None:
+        raise typer.BadParameter(f"reembed {action} needs a KB")
+    settings = _settings()
+    try:
+        if action == "status":
+            return _reembed_status(settings, kb, as_json)
+        if action == "cleanup":
+            return _reembed_job(settings, "generation_cleanup_job", {"ops": {"retired_generations": {"config": {
+                "dry_run": dry_run}}}}, kb, as_json)
+        if action == "cancel":
+            with _reembed_context(settings) as ctx:
+                gen = core.cancel(ctx, kb)
+            typer.echo(f"{kb}: generation {gen.generation} ({gen.collection}) given up; its collection is kept "
+                       "until `reembed cleanup`")
+            return None
+        if action == "rollback":
+            return _reembed_job(settings, "reembed_rollback_job", {"ops": {"rollback_generation": {"config": {
+                "kb": kb, "generation": generation}}}}, kb, as_json)
+        target = core.Target(embedder=embedder, context_headers=context_headers, chunking={k: v for k, v in {
+            "chunk_max_characters": max_characters, "chunk_new_after_characters": new_after_characters,
+            "chunk_combine_under_characters": combine_under_characters,
+            "chunk_overlap_characters": overlap_characters}.items() if v is not None})
+        if dry_run:
+            with _reembed_context(settings) as ctx:
+                plan = core.plan(ctx, kb, target, settings.embedding_price_per_million)
+            return _print_plan(plan, as_json)
+        config = {"kb": kb, "embedder": embedder, "context_headers": context_headers,
+                  "quality_margin": margin, **target.chunking}
+        return _reembed_job(settings, "reembed_job", {"ops": {"kb_generation": {"config": {
+            k: v for k, v in config.items() if v is not None}}}}, kb, as_json)
+    except core.ReembedError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _reembed_context(settings):
+    from quivr_pipelines.core import reembed as core
+    from quivr_pipelines.core.embedding.registry import EmbedderRegistry
+    from quivr_pipelines.core.factory import build_object_store, build_vector_store, kb_defaults, open_database
+
+    db, store = open_database(settings), build_vector_store(settings)
+    try:
+        yield core.ReembedContext(vectors=store, db=db, registry=EmbedderRegistry(settings),
+                                  defaults=kb_defaults(settings), objects=build_object_store(settings),
+                                  max_bytes=settings.max_upload_bytes, batch_size=settings.embedding_batch_size,
+                                  context_headers=settings.chunk_context_headers, actor=audit_actor())
+    finally:
+        store.close()
+        db.close()
+
+
+def audit_actor() -> str:
+    from quivr_pipelines.core.audit import cli_actor
+
+    return cli_actor()
+
+
+def _print_plan(plan, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(plan.as_dict(), indent=2, default=str))
+        return
+    est = " (estimated: the new chunks are known only after parsing)" if plan.estimated else ""
+    dollars = f"${plan.dollars:.4f}" if plan.dollars is not None else "no price (QUIVR_EMBEDDING_PRICE_PER_MILLION)"
+    typer.echo(f"{plan.kb}: {plan.mode} from generation {plan.serving.generation} ({plan.serving.fingerprint}) to "
+               f"{plan.target_fingerprint}\n  documents {plan.documents}, chunks {plan.chunks}{est}\n"
+               f"  cache hits {plan.cached}, to embed {plan.to_embed}, tokens {plan.tokens}, cost {dollars}")
+
+
+def _reembed_status(settings, kb: str | None, as_json: bool) -> None:
+    from quivr_pipelines.core import generations
+    from quivr_pipelines.core.factory import open_database
+
+    db = open_database(settings)
+    try:
+        rows = [g.as_dict() for g in generations.history(db, kb)]
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for g in rows:
+        typer.echo(f"{g['kb']} g{g['generation']} {g['state']:<8} {g['mode']:<7} {g['fingerprint']} "
+                   f"{g['chunks_done']}/{g['chunks_total']} chunks {g['collection']}"
+                   + (f"  ({g['reason']})" if g.get("reason") else ""))
+
+
+def _reembed_job(settings, job_name: str, run_config: dict, kb: str | None, as_json: bool) -> None:
+    from quivr_pipelines.core import generations
+    from quivr_pipelines.core.factory import open_database
+    from quivr_pipelines.runner import run_job
+
+    db = open_database(settings)
+    bar = tqdm(desc=f"re-embedding {kb}", unit="chunk", disable=job_name != "reembed_job")
+
+    def watch():
+        gen = generations.building(db, kb) if kb else None
+        if gen is not None:
+            bar.total = gen.chunks_total or None
+            bar.n = gen.chunks_done
+            bar.refresh()
+
+    try:
+        result = run_job(settings, job_name, run_config, watch=watch if job_name == "reembed_job" else None)
+        bar.close()
+        summary = {"run_id": result.run_id, "success": result.success}
+        if job_name == "reembed_job":
+            gen = generations.of_run(db, result.run_id)
+            summary["generation"] = gen.as_dict() if gen else None
+            failed = [f"{name}: {v.get('description')}" for name, v in ((gen.gates or {}) if gen else {}).items()
+                      if isinstance(v, dict) and "passed" in v and not v["passed"]]
+            if failed:
+                summary["blocked_by"] = failed
+        typer.echo(json.dumps(summary, indent=2, default=str) if as_json else _job_line(job_name, kb, summary))
+        if not result.success or summary.get("blocked_by"):
+            failure = next((e.message for e in result.all_events if e.is_failure), None)
+            _fail(f"{job_name} run {result.run_id} did not finish: "
+                  + ("; ".join(summary.get("blocked_by", [])) or (failure or "see `dagster dev`").splitlines()[0]))
+    finally:
+        db.close()
+
+
+def _job_line(job_name: str, kb: str | None, summary: dict) -> str:
+    gen = summary.get("generation")
+    if job_name == "reembed_job" and gen:
+        return (f"{kb}: generation {gen['generation']} ({gen['collection']}) is {gen['state']}: "
+                f"{gen['chunks_done']} chunks, {gen['chunks_embedded']} embedded, {gen['chunks_cached']} from the "
+                f"cache, {gen['build_seconds']:.1f} s (run {summary['run_id']})")
+    return f"{job_name} run {summary['run_id']}: {'done' if summary['success'] else 'failed'}"
 
 
 @app.command()

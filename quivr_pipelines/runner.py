@@ -124,3 +124,38 @@ def ingest_now(settings: Settings, kbs: list[str] | None = None, force: bool = F
     summary = execute_requests(instance, defs(), result, progress=progress)
     return {"planned": plan.counts, **summary.as_dict()}
 
+
+
+def run_job(settings: Settings, job_name: str, run_config: dict, watch=None,
+            instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Execute one job of the code location now, in this process, as a run of the instance (the
+    CLI's `reembed`); `watch()` is called about once a second meanwhile (a progress bar)."""
+    import threading
+
+    from dotenv import load_dotenv
+
+    from quivr_pipelines.definitions import defs
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    instance = instance or dagster_instance(settings)
+    definitions = defs()
+    job = definitions.resolve_job_def(job_name)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.wait(1.0):
+            watch()
+
+    watcher = threading.Thread(target=poll, daemon=True) if watch else None
+    if watcher:
+        watcher.start()
+    parser = definitions.resources.get("parser")
+    try:
+        with lend_parser_pool(getattr(parser, "workers", None), getattr(parser, "limits", None)):
+            return job.execute_in_process(instance=instance, raise_on_error=False,
+                                          run_config={**run_config, "loggers": QUIET["loggers"]})
+    finally:
+        stop.set()
+        if watcher:
+            watcher.join()
+            watch()
