@@ -310,8 +310,8 @@ class S3Store:
             for obj in page.get("Contents", []):
                 full = unquote_to_bytes(obj["Key"]).decode("utf-8", "surrogateescape")
                 raw = full[len(base):]
-                if not raw or raw.endswith("/"):
-                    continue
+                if not raw or raw.endswith("/") or raw.startswith(".") or "/." in raw:
+                    continue  # a folder marker, or hidden (a dot-segment), as the local store skips them
                 key = escape_key(raw)
                 yield ObjectInfo(
                     kb=kb,

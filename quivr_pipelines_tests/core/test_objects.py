@@ -30,6 +30,18 @@ def test_put_list_head_read(store):
     assert store.head("kb1", "missing.txt") is None
 
 
+def test_hidden_objects_are_not_listed_but_can_be_read(store):
+    """Dot-files and dot-folders (a KB's `.quivr/golden.jsonl`) are never ingested."""
+    store.put("kb1", "doc.txt", b"one")
+    store.put("kb1", ".quivr/golden.jsonl", b"{}")
+    store.put("kb1", "notes/.hidden.txt", b"x")
+    store.put("kb1", "notes/.cache/x.txt", b"x")
+    store.put("kb1", "notes/a.b.txt", b"kept")
+    assert [o.key for o in store.list_objects("kb1")] == ["doc.txt", "notes/a.b.txt"]
+    assert store.head("kb1", ".quivr/golden.jsonl").size == 2
+    assert store.read("kb1", ".quivr/golden.jsonl", max_bytes=10).data == b"{}"
+
+
 def test_changed_object_gets_a_new_etag(store):
     first = store.put("kb1", "doc.txt", b"version one")
     second = store.put("kb1", "doc.txt", b"version two, longer")

@@ -178,3 +178,11 @@ class VectorStore(Protocol):
         """Drop a collection no alias points to; False when it did not exist."""
 
     def close(self) -> None: ...
+
+    def payload_indexes(self, collection: str) -> dict[str, str]:
+        """field -> index type ("keyword", "integer", "datetime"...) as the engine reports it
+        (the re-embedding gate checks a new collection has every index of `ensure_collection`)."""
+
+    def sample_points(self, collection: str, limit: int, kb: str | None = None) -> list[Hit]:
+        """Up to `limit` points (payload only) in point-id order; ids are uuid5, so these are
+        spread over the documents like a random sample, and the same ones every time."""

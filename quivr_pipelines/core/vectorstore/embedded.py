@@ -458,6 +458,23 @@ class EmbeddedStore:
             self._close_shards()
             self.handoff.close()
 
+    # -- inspection (re-embedding gates) -------------------------------------------------------
+    def payload_indexes(self, collection: str) -> dict[str, str]:
+        """The shard's own payload schema (`EdgeShard.info()`), types as lower-case names."""
+        def read():
+            schema = self._shard(collection).info().payload_schema
+            return {name: str(index.data_type).rsplit(".", 1)[-1].lower() for name, index in schema.items()}
+
+        return self._run(read)
+
+    def sample_points(self, collection: str, limit: int, kb: str | None = None) -> list[Hit]:
+        def scroll():
+            records, _ = self._shard(collection).scroll(ScrollRequest(
+                limit=limit, filter=_search_filter(SearchFilter(kb=kb)), with_payload=True))
+            return [Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {})) for r in records]
+
+        return self._run(scroll)
+
 
 def _edge_point(p: PointRecord) -> Point:
     return Point(p.id, {DENSE: p.dense, SPARSE: EdgeSparse(indices=p.sparse.indices, values=p.sparse.values)},

@@ -203,6 +203,20 @@ class QdrantServerStore:
             raise ValueError(f"collection {name!r} is served by an alias; move the alias first")
         return bool(self.client.delete_collection(name))
 
+    # -- inspection (re-embedding gates) -------------------------------------------------------
+    def payload_indexes(self, collection: str) -> dict[str, str]:
+        """The server's payload schema. qdrant-client's local mode keeps no payload index, so
+        it reports none (and the payload-index gate fails there, which is the truth)."""
+        name = self.resolve_alias(collection) or collection
+        schema = self.client.get_collection(name).payload_schema or {}
+        return {field: str(getattr(index.data_type, "value", index.data_type)).lower()
+                for field, index in schema.items()}
+
+    def sample_points(self, collection: str, limit: int, kb: str | None = None) -> list[Hit]:
+        records, _ = self.client.scroll(collection, scroll_filter=search_filter(SearchFilter(kb=kb)),
+                                        limit=limit, with_payload=True)
+        return [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+
     def close(self) -> None:
         self.client.close()
 
