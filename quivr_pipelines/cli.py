@@ -427,7 +427,7 @@ def _reembed_context(settings):
         yield core.ReembedContext(vectors=store, db=db, registry=EmbedderRegistry(settings),
                                   defaults=kb_defaults(settings), objects=build_object_store(settings),
                                   max_bytes=settings.max_upload_bytes, batch_size=settings.embedding_batch_size,
-                                  context_headers=settings.chunk_context_headers, actor=audit_actor())
+                                  context_headers=settings.chunk_context_headers, page_size=settings.reembed_page_size, actor=audit_actor())
     finally:
         store.close()
         db.close()

@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     reembed_rollback_hours: float = Field(default=168, ge=0)
     reembed_quality_margin: float = Field(default=0.02, ge=0, le=1)
     embedding_price_per_million: float | None = Field(default=None, ge=0)
+    reembed_page_size: int = Field(default=256, ge=1, le=4096)  # points embedded per round (and per cursor step)
 
     # Object-store sync (object_store_sensor).
     sync_delete_after_misses: int = Field(default=2, ge=1)

@@ -76,6 +76,7 @@ class ReembedContext:
     context_headers: bool = True  # QUIVR_CHUNK_CONTEXT_HEADERS, for generations that do not say
     actor: str = "cli"
     say: Callable[[str], None] = log.info
+    page_size: int | None = None  # points per scroll page of a copy (QUIVR_REEMBED_PAGE_SIZE); None: PAGE
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def _copy(ctx: ReembedContext, gen: Generation, serving: Generation, embedder: E
     seconds = gen.build_seconds
     while offset != DONE:
         started = time.perf_counter()
-        hits, following = ctx.vectors.scroll_points(serving.collection, gen.kb, offset, PAGE)
+        hits, following = ctx.vectors.scroll_points(serving.collection, gen.kb, offset, ctx.page_size or PAGE)
         points, stats = reembedded_points(ctx, gen.kb, hits, embedder, headers)
         ctx.vectors.upsert_points(gen.collection, points)
         done, cached, embedded, tokens = (done + len(points), cached + stats.cached_texts,

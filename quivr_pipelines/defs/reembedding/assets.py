@@ -75,7 +75,7 @@ def reembed_context(run_id: str, vector_store, database, embedder, object_store=
         objects=object_store.get() if object_store is not None else None,
         max_bytes=parser.max_upload_bytes if parser is not None else settings.max_upload_bytes,
         batch_size=embedder.batch_size, run_id=run_id, parser=parser.pool if parser is not None else None,
-        context_headers=settings.chunk_context_headers, actor=audit.run_actor(run_id),
+        context_headers=settings.chunk_context_headers, page_size=settings.reembed_page_size, actor=audit.run_actor(run_id),
         say=say or (lambda _: None))
 
 
