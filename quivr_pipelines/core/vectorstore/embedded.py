@@ -388,6 +388,10 @@ class EmbeddedStore:
                 shard.flush()
                 self._shards.pop(name).close()
                 _copy_tree(path / SHARD, path / NEXT)
+                # Hand the store back now, not through the watcher thread: `optimize()` holds the
+                # GIL, so a keep_open holder could not hand over during the build (measured:
+                # one query waited for the whole 30 s build).
+                self._close_shards()
                 return points
 
             _remove(path / NEXT)  # an unfinished copy of a dead rebuild: we hold the fence now
