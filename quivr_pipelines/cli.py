@@ -444,9 +444,11 @@ def _print_plan(plan, as_json: bool) -> None:
         typer.echo(json.dumps(plan.as_dict(), indent=2, default=str))
         return
     est = " (estimated: the new chunks are known only after parsing)" if plan.estimated else ""
-    dollars = f"${plan.dollars:.4f}" if plan.dollars is not None else "no price (QUIVR_EMBEDDING_PRICE_PER_MILLION)"
+    dollars = f"${plan.dollars:.6f}" if plan.dollars is not None else "no price (QUIVR_EMBEDDING_PRICE_PER_MILLION)"
+    headers = "with" if plan.chunking.get("context_headers") else "without"
     typer.echo(f"{plan.kb}: {plan.mode} from generation {plan.serving.generation} ({plan.serving.fingerprint}) to "
-               f"{plan.target_fingerprint}\n  documents {plan.documents}, chunks {plan.chunks}{est}\n"
+               f"{plan.target_fingerprint}, chunks embedded {headers} their headers\n"
+               f"  documents {plan.documents}, chunks {plan.chunks}{est}\n"
                f"  cache hits {plan.cached}, to embed {plan.to_embed}, tokens {plan.tokens}, cost {dollars}")
 
 
@@ -509,6 +511,16 @@ def _job_line(job_name: str, kb: str | None, summary: dict) -> str:
         return (f"{kb}: generation {gen['generation']} ({gen['collection']}) is {gen['state']}: "
                 f"{gen['chunks_done']} chunks, {gen['chunks_embedded']} embedded, {gen['chunks_cached']} from the "
                 f"cache, {gen['build_seconds']:.1f} s (run {summary['run_id']})")
+    if job_name == "reembed_rollback_job" and summary["success"] and kb:
+        from quivr_pipelines.core import generations
+        from quivr_pipelines.core.factory import open_database
+
+        db = open_database(_settings())
+        try:
+            gen = generations.serving(db, kb)
+        finally:
+            db.close()
+        return f"{kb}: generation {gen.generation} ({gen.collection}) serves again (run {summary['run_id']})"
     return f"{job_name} run {summary['run_id']}: {'done' if summary['success'] else 'failed'}"
 
 
