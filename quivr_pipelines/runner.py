@@ -153,7 +153,7 @@ def run_job(settings: Settings, job_name: str, run_config: dict, watch=None,
     try:
         with lend_parser_pool(getattr(parser, "workers", None), getattr(parser, "limits", None)):
             return job.execute_in_process(instance=instance, raise_on_error=False,
-                                          run_config={**run_config, "loggers": QUIET["loggers"]})
+                                          run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     finally:
         stop.set()
         if watcher:
