@@ -216,6 +216,19 @@ def _sentences(text: str) -> list[str]:
             if s and usable_sentence(s)]
 
 
+WORD_RUN = 12
+
+
+def _word_runs(text: str, rng: random.Random) -> list[str]:
+    """One run of WORD_RUN words from a chunk with no usable sentence, at a seeded place."""
+    words = [w for w in (text or "").split() if any(ch.isalpha() for ch in w)]
+    if len(words) < WORD_RUN * 2:
+        return []
+    start = rng.randrange(0, len(words) - WORD_RUN)
+    run = " ".join(words[start:start + WORD_RUN])
+    return [] if _BOILERPLATE.search(run) else [run]
+
+
 def _candidates(points: list, rng: random.Random, used: set[str]) -> list[tuple[int, str]]:
     """(chunk index, sentence) for up to GOLDEN_MAX_PER_DOCUMENT chunks of one document, in a
     seeded order; a sentence already taken (a paragraph repeated across documents) is skipped,
@@ -225,6 +238,8 @@ def _candidates(points: list, rng: random.Random, used: set[str]) -> list[tuple[
     picked: list[tuple[int, str]] = []
     for point in order:
         options = [s for s in _sentences(point.payload.get("text", "")) if s.casefold() not in used]
+        if not options:  # text without sentence punctuation (lower-cased corpora, lists): a run of words
+            options = [s for s in _word_runs(point.payload.get("text", ""), rng) if s.casefold() not in used]
         if options:
             sentence = rng.choice(options)
             used.add(sentence.casefold())
@@ -306,7 +321,8 @@ def score_golden_set(store, embedder, kb: str, collection: str, queries: list[Go
         rank = next((r for r, doc in enumerate(ranked, start=1) if doc in grades), None)
         per_query.append({"query": q.query, "document_key": q.document_key, "rank": rank,
                           f"recall@{k}": recall_at_k(ranked, grades, k), f"ndcg@{k}": ndcg_at_k(ranked, grades, k)})
-    mean = (lambda name: sum(p[name] for p in per_query) / len(per_query) if per_query else 0.0)
+    def mean(name):
+        return sum(p[name] for p in per_query) / len(per_query) if per_query else 0.0
     return {f"recall@{k}": mean(f"recall@{k}"), f"ndcg@{k}": mean(f"ndcg@{k}"), "queries": len(per_query),
             "mode": mode, "collection": collection, "per_query": per_query}
 
