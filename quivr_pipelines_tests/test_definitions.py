@@ -26,7 +26,14 @@ def test_code_location_resolves_everything():
     assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database", "parser", "sync"}
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {"indexed_documents": "ingestion", "vector_indexes": "maintenance",
-                      "kb_reconciliation": "maintenance", "pruned_documents": "maintenance"}
+                      "kb_reconciliation": "maintenance", "pruned_documents": "maintenance",
+                      "kb_generation": "reembedding", "kb_serving_generation": "reembedding",
+                      "retired_generations": "reembedding"}
+    assert {"reembed_job", "reembed_rollback_job", "generation_cleanup_job"} <= jobs
+    assert {s.name for s in definitions.schedules} >= {"generation_cleanup_schedule"}
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {f"check_generation_{name}" for name in ("documents_complete", "dimensions", "fingerprint",
+                                                      "payload_indexes", "retrieval_quality")} <= checks
 
 
 def test_workspace_file_points_at_the_code_location():
