@@ -310,8 +310,10 @@ class S3Store:
             for obj in page.get("Contents", []):
                 full = unquote_to_bytes(obj["Key"]).decode("utf-8", "surrogateescape")
                 raw = full[len(base):]
-                if not raw or raw.endswith("/") or raw.startswith(".") or "/." in raw:
-                    continue  # a folder marker, or hidden (a dot-segment), as the local store skips them
+                if not raw or raw.endswith("/") or any(
+                        part.startswith(".") and part not in (".", "..") for part in raw.split("/")):
+                    continue  # a folder marker, or hidden (.quivr/...), as the local store skips them;
+                    # "." and ".." segments are listed, to be refused and recorded as hostile keys
                 key = escape_key(raw)
                 yield ObjectInfo(
                     kb=kb,
