@@ -131,4 +131,5 @@ def test_reconciliation_deletes_orphans_and_requeues_documents_with_lost_points(
 
     summary, _ = ingest(instance=instance)  # the next sync repairs it
     assert summary["planned"]["new"] == 1
-    assert len(all_points("kb1")["doc-001.txt"]) == catalog_rows("kb1")["doc-001.txt"]["chunk_count"] > 0
+    row = catalog_rows("kb1")["doc-001.txt"]
+    assert len(all_points("kb1")["doc-001.txt"]) == row["chunk_count"] > 0, (row["status"], row["error_type"], row["failure_reason"])
