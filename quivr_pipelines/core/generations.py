@@ -235,19 +235,24 @@ def swap_catalog(db: Database, kb: str, new: Generation, old: Generation | None)
     rollback), and its chunk sizes become the KB's."""
     with db.transaction() as conn:
         if old is not None:
-            conn.execute(
-                "INSERT INTO generation_documents (kb, generation, object_key, status, chunk_count, token_count, sha256)"
-                " SELECT kb, %s, object_key, status, chunk_count, token_count, sha256 FROM documents"
-                " WHERE kb = %s AND status = 'ingested'"
-                " ON CONFLICT (kb, generation, object_key) DO UPDATE SET chunk_count = EXCLUDED.chunk_count,"
-                " token_count = EXCLUDED.token_count, sha256 = EXCLUDED.sha256, status = EXCLUDED.status,"
-                " updated_at = now()",
-                (old.generation, kb))
+            _keep_counts(conn, kb, old.generation)
             conn.execute(f"UPDATE collection_generations SET state = '{RETIRED}', retired_at = now(),"
                          " updated_at = now() WHERE kb = %s AND generation = %s", (kb, old.generation))
         conn.execute(f"UPDATE collection_generations SET state = '{SERVING}', serving_since = now(),"
                      " reason = NULL, updated_at = now() WHERE kb = %s AND generation = %s", (kb, new.generation))
         _point_documents_at(conn, kb, new)
+
+
+def _keep_counts(conn, kb: str, generation: int) -> None:
+    """Keep the documents' chunk counts with the generation that stops serving (for a rollback)."""
+    conn.execute(
+        "INSERT INTO generation_documents (kb, generation, object_key, status, chunk_count, token_count, sha256)"
+        " SELECT kb, %s, object_key, status, chunk_count, token_count, sha256 FROM documents"
+        " WHERE kb = %s AND status = 'ingested'"
+        " ON CONFLICT (kb, generation, object_key) DO UPDATE SET chunk_count = EXCLUDED.chunk_count,"
+        " token_count = EXCLUDED.token_count, sha256 = EXCLUDED.sha256, status = EXCLUDED.status,"
+        " updated_at = now()",
+        (generation, kb))
 
 
 def _point_documents_at(conn, kb: str, gen: Generation) -> None:
@@ -270,14 +275,7 @@ def _point_documents_at(conn, kb: str, gen: Generation) -> None:
 
 def rollback_catalog(db: Database, kb: str, back: Generation, current: Generation) -> None:
     with db.transaction() as conn:
-        conn.execute(
-            "INSERT INTO generation_documents (kb, generation, object_key, status, chunk_count, token_count, sha256)"
-            " SELECT kb, %s, object_key, status, chunk_count, token_count, sha256 FROM documents"
-            " WHERE kb = %s AND status = 'ingested'"
-            " ON CONFLICT (kb, generation, object_key) DO UPDATE SET chunk_count = EXCLUDED.chunk_count,"
-            " token_count = EXCLUDED.token_count, sha256 = EXCLUDED.sha256, status = EXCLUDED.status,"
-            " updated_at = now()",
-            (current.generation, kb))
+        _keep_counts(conn, kb, current.generation)
         conn.execute(f"UPDATE collection_generations SET state = '{RETIRED}', retired_at = now(),"
                      " updated_at = now() WHERE kb = %s AND generation = %s", (kb, current.generation))
         conn.execute(f"UPDATE collection_generations SET state = '{SERVING}', serving_since = now(),"

@@ -317,8 +317,6 @@ def _building_embedder(ctx: ReembedContext, gen: Generation) -> Embedder:
 def _copy(ctx: ReembedContext, gen: Generation, serving: Generation, embedder: Embedder,
           progress: Callable[[Progress], None] | None) -> None:
     headers = bool(gen.chunking.get("context_headers", ctx.context_headers))
-    source_headers = bool((serving.chunking or {}).get("context_headers", ctx.context_headers))
-    del source_headers  # the texts are rebuilt from the payload; headers follow the target
     offset = gen.cursor
     done, cached, embedded, tokens = gen.chunks_done, gen.chunks_cached, gen.chunks_embedded, gen.tokens
     seconds = gen.build_seconds
