@@ -132,7 +132,10 @@ def test_a_gate_that_fails_blocks_the_swap_says_why_and_keeps_the_generation(kb)
 
 def test_a_reembed_killed_midway_resumes_where_it_stopped(kb):
     env = {**os.environ, "QUIVR_REEMBED_PAGE_SIZE": "2"}
-    command = [sys.executable, "-m", "quivr_pipelines.cli", "reembed", KB, "--no-context-headers"]
+    # The manuals repeat paragraphs: without their headers two documents can tie on a golden query,
+    # and which one ranks first is arbitrary. This test is about the resume, not the quality gate.
+    args = ["reembed", KB, "--no-context-headers", "--quality-margin", "1"]
+    command = [sys.executable, "-m", "quivr_pipelines.cli", *args]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = open_database(get_settings())
     try:
@@ -149,7 +152,7 @@ def test_a_reembed_killed_midway_resumes_where_it_stopped(kb):
         assert 0 < killed.chunks_done < killed.chunks_total
     finally:
         db.close()
-    resumed = runner.invoke(app, ["reembed", KB, "--no-context-headers"])
+    resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     gen = next(g for g in history() if g.generation == killed.generation)
     assert gen.state == "serving" and gen.chunks_done == gen.chunks_total
