@@ -124,6 +124,8 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     took_ms: float
     cached: bool
+    model: str | None = None  # the embedding model of the generation that answered
+    generation: int | None = None  # that generation (changes at a re-embedding swap or rollback)
 
 
 class Citation(BaseModel):

@@ -47,6 +47,7 @@ from quivr_pipelines.core.catalog.database import Database
 from quivr_pipelines.core.embedding.base import Embedder
 from quivr_pipelines.core.embedding.registry import EmbedderRegistry
 from quivr_pipelines.core.events import event_logger
+from quivr_pipelines.core.generations import generation_of
 from quivr_pipelines.core.keys import KB_NAME_PATTERN
 from quivr_pipelines.core.llm import (
     EXTRACTIVE_NOTE,
@@ -98,6 +99,8 @@ class Retrieved:
     cached: bool
     embedding_tokens: int
     embedding_cached: bool
+    model: str | None = None  # the fingerprint of the collection that answered
+    generation: int | None = None  # its generation (kb_<kb>__<model>__g<n>; 0 for a legacy name)
 
 
 def scoped_filter(kb: str, filters: Filters | None) -> SearchFilter:
@@ -318,7 +321,7 @@ class QueryService:
         if cached is not None:
             self.metrics.cache.labels("results", "hit").inc()
             self.metrics.results_count.observe(len(cached))
-            return Retrieved(cached, True, 0, False)
+            return Retrieved(cached, True, 0, False, info.fingerprint, generation_of(info.name))
         self.metrics.cache.labels("results", "miss").inc()
         started = time.perf_counter()
         dense, tokens, embedding_cached = (None, 0, False)
@@ -336,13 +339,14 @@ class QueryService:
         self.metrics.retrieval_duration.labels(req.mode).observe(time.perf_counter() - started)
         self.metrics.results_count.observe(len(results))
         self.results.set(cache_key, results)
-        return Retrieved(results, False, tokens, embedding_cached)
+        return Retrieved(results, False, tokens, embedding_cached, info.fingerprint, generation_of(info.name))
 
     def search(self, kb: str, req: SearchRequest, key_id: str | None) -> SearchResponse:
         started = time.perf_counter()
         got = self.retrieve(kb, req, key_id)
         return SearchResponse(kb=kb, query=req.query, mode=req.mode, results=got.results,
-                              took_ms=round((time.perf_counter() - started) * 1000, 2), cached=got.cached)
+                              took_ms=round((time.perf_counter() - started) * 1000, 2), cached=got.cached,
+                              model=got.model, generation=got.generation)
 
     # -- answers ---------------------------------------------------------------------------------
     @staticmethod
