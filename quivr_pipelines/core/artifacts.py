@@ -260,10 +260,16 @@ def _is_missing(exc) -> bool:
 class _MultipartWriter(io.RawIOBase):
     """Buffers at most one part; a part is uploaded as soon as it is full. `finish` completes
     the upload (or PUTs a small object in one request), `abort` discards every uploaded part.
-    The bytearray goes to botocore as it is: `bytes(buffer)` would hold each part twice."""
+    The bytearray goes to botocore as it is: `bytes(buffer)` would hold each part twice.
+
+    Checksums as boto3's own `upload_fileobj` (s3transfer) sends them: with botocore's default
+    `request_checksum_calculation=when_supported`, CRC32 declared at creation, sent with each part
+    and repeated per part on completion (S3 refuses a completion that omits them)."""
 
     def __init__(self, client, bucket: str, key: str, extra: dict, part_size: int):
         self.client, self.bucket, self.key, self.extra = client, bucket, key, extra
+        calculation = getattr(client.meta.config, "request_checksum_calculation", None)
+        self.checksum = {"ChecksumAlgorithm": "CRC32"} if calculation == "when_supported" else {}
         self.part_size = part_size
         self.buffer = bytearray()
         self.upload_id: str | None = None
@@ -290,12 +296,16 @@ class _MultipartWriter(io.RawIOBase):
 
     def _upload_part(self) -> None:
         if self.upload_id is None:
-            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra)
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                       **self.extra, **self.checksum)
             self.upload_id = resp["UploadId"]
         number = len(self.parts) + 1
         resp = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                       PartNumber=number, Body=self.buffer)
-        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+                                       PartNumber=number, Body=self.buffer, **self.checksum)
+        part = {"ETag": resp["ETag"], "PartNumber": number}
+        if self.checksum and "ChecksumCRC32" in resp:
+            part["ChecksumCRC32"] = resp["ChecksumCRC32"]
+        self.parts.append(part)
         self.buffer = bytearray()
 
     def finish(self) -> None:
