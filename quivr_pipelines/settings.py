@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from quivr_pipelines.core.keys import raw_key_problem
 from quivr_pipelines.core.parsing.guards import ParseLimits
 
 # Asymmetric JWS algorithms only: `none` is no signature and HS* with a public key as the secret
@@ -81,6 +82,8 @@ def _artifacts_problem(settings: Settings) -> str | None:
     bucket, prefix = s3
     if not bucket:
         return f"QUIVR_ARTIFACTS_URI: {uri!r} names no bucket (s3://bucket/prefix)"
+    if prefix and raw_key_problem(prefix):
+        return f"QUIVR_ARTIFACTS_URI: prefix {prefix!r}: {raw_key_problem(prefix)}"
     if settings.object_store == "s3" and bucket == settings.s3_bucket:
         documents = settings.s3_prefix.strip("/")
         if _prefixes_overlap(prefix, documents):

@@ -334,6 +334,8 @@ class S3ArtifactStore:
             raise ValueError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
         if sse_kms_key_id and not (sse or "").startswith("aws:kms"):
             raise ValueError("sse_kms_key_id needs sse='aws:kms' (or 'aws:kms:dsse')")
+        if prefix.strip("/"):
+            check_artifact_key(prefix.strip("/"))
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""

@@ -269,6 +269,8 @@ def test_server_side_encryption_reaches_every_object(s3_client, s3_bucket):
         S3ArtifactStore(s3_client, s3_bucket, sse="AES256", sse_kms_key_id="alias/backups")
     with pytest.raises(ValueError, match="minimum"):
         S3ArtifactStore(s3_client, s3_bucket, part_size=MiB)
+    with pytest.raises(ValueError, match="invalid artifact key '../x'"):
+        S3ArtifactStore(s3_client, s3_bucket, prefix="../x")
 
 
 # Settings: where artifacts go by default, and what is refused.
@@ -339,6 +341,7 @@ def test_artifacts_overlapping_the_documents_bucket_are_refused(env, documents_p
 @pytest.mark.parametrize(("variables", "message"), [
     ({"QUIVR_ARTIFACTS_URI": "gs://bucket/x"}, "neither an s3://bucket/prefix URI nor a folder"),
     ({"QUIVR_ARTIFACTS_URI": "s3:///x"}, "names no bucket"),
+    ({"QUIVR_ARTIFACTS_URI": "s3://b/a/../../x"}, "'..' path segments"),
     ({"QUIVR_ARTIFACTS_S3_SSE": "AES256"}, "applies to s3:// artifacts only"),
     ({"QUIVR_ARTIFACTS_URI": "s3://b/p", "QUIVR_ARTIFACTS_S3_KMS_KEY_ID": "k"}, "needs QUIVR_ARTIFACTS_S3_SSE=aws:kms"),
     ({"QUIVR_ARTIFACTS_URI": "s3://b/p", "QUIVR_ARTIFACTS_S3_SSE": "DES"}, "artifacts_s3_sse"),
