@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from quivr_pipelines.core.keys import raw_key_problem
 from quivr_pipelines.core.parsing.guards import ParseLimits
 
 # Asymmetric JWS algorithms only: `none` is no signature and HS* with a public key as the secret
@@ -55,6 +56,44 @@ def oidc_fetch_url_problem(url: str) -> str | None:
     return f"{url!r} is not an https:// URL (plain http is allowed on loopback only)"
 
 
+def _prefixes_overlap(a: str, b: str) -> bool:
+    """Whether one '/'-separated prefix holds the other ('' holds everything)."""
+    return not a or not b or a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _artifacts_problem(settings: Settings) -> str | None:
+    """Artifacts never share a folder or a bucket prefix with the documents: a backup there would
+    be listed as a knowledge base and ingested (and a prefix delete could reach the documents)."""
+    uri = settings.artifacts_uri or ""
+    if "://" in uri and not uri.startswith("s3://"):
+        return f"QUIVR_ARTIFACTS_URI: {uri!r} is neither an s3://bucket/prefix URI nor a folder"
+    s3 = settings.artifacts_s3
+    if settings.artifacts_s3_kms_key_id and not (settings.artifacts_s3_sse or "").startswith("aws:kms"):
+        return "QUIVR_ARTIFACTS_S3_KMS_KEY_ID needs QUIVR_ARTIFACTS_S3_SSE=aws:kms (or aws:kms:dsse)"
+    if s3 is None:
+        if settings.artifacts_s3_sse:
+            return "QUIVR_ARTIFACTS_S3_SSE applies to s3:// artifacts only; QUIVR_ARTIFACTS_URI is a folder"
+        folder, inbox = settings.artifacts_dir, settings.inbox_dir
+        assert folder is not None
+        if folder.is_relative_to(inbox) or inbox.is_relative_to(folder):
+            return (f"QUIVR_ARTIFACTS_URI: {folder} overlaps the documents inbox {inbox} (every folder "
+                    "there becomes a knowledge base): choose a folder outside it")
+        return None
+    bucket, prefix = s3
+    if not bucket:
+        return f"QUIVR_ARTIFACTS_URI: {uri!r} names no bucket (s3://bucket/prefix)"
+    if prefix and raw_key_problem(prefix):
+        return f"QUIVR_ARTIFACTS_URI: prefix {prefix!r}: {raw_key_problem(prefix)}"
+    if settings.object_store == "s3" and bucket == settings.s3_bucket:
+        documents = settings.s3_prefix.strip("/")
+        if _prefixes_overlap(prefix, documents):
+            where = f"s3://{bucket}/{documents + '/' if documents else ''}"
+            return (f"QUIVR_ARTIFACTS_URI: {uri!r} overlaps the documents at {where} (every top-level "
+                    "folder there becomes a knowledge base): use another bucket, or prefixes apart, "
+                    "e.g. QUIVR_S3_PREFIX=documents and s3://BUCKET/artifacts")
+    return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUIVR_", env_file=".env", extra="ignore", populate_by_name=True
@@ -70,6 +109,13 @@ class Settings(BaseSettings):
     s3_prefix: str = ""
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
+
+    # Artifacts (backups, reports; core/artifacts.py): `s3://bucket/prefix` (the S3 endpoint, region
+    # and credentials above) or a folder; unset: <QUIVR_DATA_DIR>/artifacts. Never inside the
+    # documents (every top-level folder there becomes a KB): an overlapping location is refused.
+    artifacts_uri: str | None = None
+    artifacts_s3_sse: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = None  # sent with every write
+    artifacts_s3_kms_key_id: str | None = None  # with aws:kms; unset: the bucket's AWS-managed key
 
     # Vector store: embedded engine on disk by default, a Qdrant server when a URL is set.
     qdrant_url: str | None = None
@@ -193,6 +239,24 @@ class Settings(BaseSettings):
         return (self.local_root or self.data_dir / "inbox").resolve()
 
     @property
+    def artifacts_s3(self) -> tuple[str, str] | None:
+        """(bucket, prefix) when QUIVR_ARTIFACTS_URI is an s3:// URI, else None."""
+        uri = self.artifacts_uri or ""
+        if not uri.startswith("s3://"):
+            return None
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        return bucket, prefix.strip("/")
+
+    @property
+    def artifacts_dir(self) -> Path | None:
+        """The artifacts folder, or None when they go to S3."""
+        if self.artifacts_s3 is not None:
+            return None
+        if not self.artifacts_uri:
+            return (self.data_dir / "artifacts").resolve()
+        return Path(self.artifacts_uri).expanduser().resolve()
+
+    @property
     def qdrant_dir(self) -> Path:
         return (self.data_dir / "qdrant").resolve()
 
@@ -234,6 +298,13 @@ class Settings(BaseSettings):
     def _check_oidc_role_map(cls, value: str) -> str:
         _oidc_role_map(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_artifacts(self) -> Settings:
+        problem = _artifacts_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _check_oidc(self) -> Settings:
