@@ -421,6 +421,51 @@ class EmbeddedStore:
         os.replace(path / NEXT, path / SHARD)
         _fsync(path)
 
+    # -- backups -----------------------------------------------------------------------------------
+    def copy_collection(self, collection: str, target: Path) -> int:
+        """A consistent copy of the collection's shard into `target` (which must not exist), for a
+        backup; returns its point count. The collection's writers wait behind its fence (taken
+        exclusively, as an index rebuild does) for the copy; readers only while the store is held,
+        which is a file copy that keeps the holes. The copy loads with `EdgeShard.load`."""
+        name = self.resolve_alias_unlocked(collection) or collection
+        path = self._collection_dir(name)
+        if not (path / "meta.json").exists():
+            raise KeyError(f"collection {name!r} does not exist")
+        with CollectionFence(path, name).rebuilding():
+            def copy() -> int:
+                shard = self._open(name)
+                points = shard.count(CountRequest(exact=True))
+                shard.flush()
+                self._shards.pop(name).close()
+                _copy_tree(path / SHARD, Path(target))
+                return points
+
+            return self._run(copy)
+
+    def collection_meta(self, name: str) -> dict:
+        """The collection's `meta.json` (dimensions, embedding fingerprint)."""
+        return json.loads((self._collection_dir(name) / "meta.json").read_text())
+
+    def adopt_collection(self, name: str, shard_dir: Path, meta: dict) -> None:
+        """Make a restored shard directory (on the same file system) the new collection `name`,
+        which must not exist: moved into place, then `meta.json` written last (until then it is
+        no collection)."""
+        def adopt():
+            path = self._collection_dir(name)
+            if (path / "meta.json").exists():
+                raise ValueError(f"collection {name!r} already exists")
+            _remove(path)
+            path.mkdir(parents=True)
+            os.replace(shard_dir, path / SHARD)
+            _fsync(path)
+            _write_json(path / "meta.json", meta)
+
+        self._run(adopt)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it serves."""
+        return self._run(self._aliases)
+
     # -- generations (re-embedding) ---------------------------------------------------------------
     def upsert_points(self, collection: str, points: list[PointRecord]) -> None:
         def write(shard: EdgeShard):

@@ -1,0 +1,1 @@
+"""Backups: catalog, vectors, configuration; encryption and retention."""
