@@ -363,3 +363,29 @@ def kb_write_lock(db: Database, kb: str, exclusive: bool = False, timeout_second
         finally:
             conn.execute(f"SELECT {fn.replace('lock', 'unlock', 1)}(hashtextextended(%s, 0))", (lock_key(db, kb),))
             conn.autocommit = False
+
+
+@contextmanager
+def kb_write_locks(db: Database, kbs: list[str], exclusive: bool = False, timeout_seconds: float | None = None):
+    """Several KBs' write locks (as `kb_write_lock`) on one connection, taken in name order (two
+    holders of overlapping sets cannot deadlock), released in reverse: a backup set holds every
+    KB at once, for as long as its vector copies and its catalog snapshot take."""
+    fn = "pg_advisory_lock" if exclusive else "pg_advisory_lock_shared"
+    keys = [lock_key(db, kb) for kb in sorted(set(kbs))]
+    taken: list[str] = []
+    with db.pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            if timeout_seconds is not None:
+                conn.execute(f"SET lock_timeout = '{int(timeout_seconds * 1000)}ms'")
+            for key in keys:
+                conn.execute(f"SELECT {fn}(hashtextextended(%s, 0))", (key,))
+                taken.append(key)
+            if timeout_seconds is not None:
+                conn.execute("SET lock_timeout = 0")
+            yield
+        finally:
+            for key in reversed(taken):
+                conn.execute(f"SELECT {fn.replace('lock', 'unlock', 1)}(hashtextextended(%s, 0))", (key,))
+            conn.execute("SET lock_timeout = 0")
+            conn.autocommit = False

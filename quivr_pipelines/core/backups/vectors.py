@@ -74,29 +74,50 @@ class _Counting:
             flush()
 
 
+@dataclass(frozen=True)
+class ShardCopy:
+    """A collection's shard copied consistently into a staging folder, not yet archived."""
+
+    collection: str
+    path: Path
+    points: int
+    meta: dict
+    held_seconds: float
+
+
+def copy_collection(store, collection: str, staging: Path) -> ShardCopy:
+    """The consistent copy (the short part: its writers wait for it). `staging` must be on the
+    store's file system for the copy to keep holes cheaply; the caller removes it."""
+    meta = store.collection_meta(collection)
+    target = Path(tempfile.mkdtemp(prefix=".backup-", dir=staging)) / "shard"
+    held = time.perf_counter()
+    points = store.copy_collection(collection, target)
+    return ShardCopy(collection, target, points, meta, time.perf_counter() - held)
+
+
+def archive_copy(copy: ShardCopy, out: BinaryIO) -> CollectionBackup:
+    """Stream the copy's archive to `out` (the long part, with nothing held)."""
+    started = time.perf_counter()
+    counting = _Counting(out)
+    gz = _GzipWriter(counting)
+    with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BLOCK) as tar:
+        for path in sorted(copy.path.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(copy.path)), recursive=False)
+    gz.close()
+    counting.flush()
+    return CollectionBackup(collection=copy.collection, points=copy.points, dimensions=copy.meta["dimensions"],
+                            fingerprint=copy.meta.get("embedding_fingerprint"), size=counting.size,
+                            sha256=counting.digest.hexdigest(), seconds=copy.held_seconds + time.perf_counter() - started,
+                            held_seconds=copy.held_seconds)
+
+
 def backup_collection(store, collection: str, out: BinaryIO, staging: Path | None = None) -> CollectionBackup:
     """Copy `collection` (a real name, not an alias) consistently and stream its archive to `out`."""
-    started = time.perf_counter()
-    meta = store.collection_meta(collection)
     scratch = Path(tempfile.mkdtemp(prefix=".backup-", dir=staging or store.root))
     try:
-        copy = scratch / "shard"
-        held = time.perf_counter()
-        points = store.copy_collection(collection, copy)
-        held = time.perf_counter() - held
-        counting = _Counting(out)
-        gz = _GzipWriter(counting)
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BLOCK) as tar:
-            for path in sorted(copy.rglob("*")):
-                tar.add(path, arcname=str(path.relative_to(copy)), recursive=False)
-        gz.close()
-        counting.flush()
+        return archive_copy(copy_collection(store, collection, scratch), out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return CollectionBackup(collection=collection, points=points, dimensions=meta["dimensions"],
-                            fingerprint=meta.get("embedding_fingerprint"), size=counting.size,
-                            sha256=counting.digest.hexdigest(), seconds=time.perf_counter() - started,
-                            held_seconds=held)
 
 
 class _GzipWriter:
