@@ -1,0 +1,1 @@
+"""Backups of the catalog (PostgreSQL) and, later, the other stores: plain functions, no Dagster."""
