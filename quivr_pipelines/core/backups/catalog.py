@@ -305,8 +305,8 @@ def verify_file(path: Path, manifest: CatalogManifest) -> None:
     size = path.stat().st_size if path.exists() else None
     if size != manifest.size:
         raise BackupError(
-            f"size mismatch for {path.name}: expected {manifest.size} bytes, got "
-            f"{'no file' if size is None else size}; nothing was restored"
+            f"size mismatch: expected {manifest.size} bytes, got "
+            f"{'no file' if size is None else size} ({path.name}); nothing was restored"
         )
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -314,8 +314,8 @@ def verify_file(path: Path, manifest: CatalogManifest) -> None:
             digest.update(chunk)
     if digest.hexdigest() != manifest.sha256:
         raise BackupError(
-            f"checksum mismatch for {path.name}: expected {manifest.sha256}, got "
-            f"{digest.hexdigest()}; nothing was restored"
+            f"checksum mismatch: expected {manifest.sha256}, got {digest.hexdigest()}"
+            f" ({path.name}); nothing was restored"
         )
 
 
@@ -324,7 +324,8 @@ def _schema_objects(conn: psycopg.Connection, schema: str) -> int | None:
     row = conn.execute(
         "SELECT n.oid, (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid)"
         " + (SELECT count(*) FROM pg_proc p WHERE p.pronamespace = n.oid)"
-        " + (SELECT count(*) FROM pg_type t WHERE t.typnamespace = n.oid AND t.typrelid = 0)"
+        " + (SELECT count(*) FROM pg_type t WHERE t.typnamespace = n.oid AND t.typrelid = 0"
+        " AND t.typcategory <> 'A')"
         " FROM pg_namespace n WHERE n.nspname = %s", (schema,),
     ).fetchone()
     return None if row is None else row[1]
@@ -368,7 +369,13 @@ def restore_catalog(dsn: str, dump: Path, manifest: CatalogManifest, *, target_s
     scratch = f"quivr_restore_{uuid.uuid4().hex[:12]}"
     restore = [str(pg_restore), "--no-owner", "--no-privileges", "--exit-on-error"]
     with _connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch)))
+        except psycopg.Error as exc:
+            raise BackupError(
+                f"cannot create the scratch database a restore needs ({_redact(str(exc).strip(), password)});"
+                " the role needs CREATEDB; nothing was restored"
+            ) from None
     try:
         scratch_conninfo = make_conninfo(conninfo, dbname=scratch)
         with _connect(dsn, autocommit=True, dbname=scratch) as conn:
