@@ -98,7 +98,6 @@ def take_backup_set(ctx: BackupContext, set_id: str | None = None) -> SetManifes
     manifest = SetManifest(id=set_id, created_at=datetime.now(UTC), encrypted=bool(ctx.recipients))
     staging_root = ctx.staging or ctx.vectors.root
     scratch = Path(tempfile.mkdtemp(prefix=".backup-set-", dir=staging_root))
-    started = time.perf_counter()
     try:
         kbs = repository.kb_names(ctx.db)
         copies: list[vector_backup.ShardCopy] = []

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -249,11 +250,12 @@ def _sink(out: BinaryIO | Path):
 # -- backup -----------------------------------------------------------------------------------
 
 def backup_catalog(dsn: str, schema: str, out: BinaryIO | Path, *, include: tuple[str, ...] = (),
-                   backup_id: str | None = None) -> CatalogManifest:
+                   backup_id: str | None = None, on_snapshot: Callable[[], None] | None = None) -> CatalogManifest:
     """Dump `schema` (or only its tables named in `include`) to `out`; the manifest's row counts
-    are those of the dump's snapshot."""
+    are those of the dump's snapshot. `on_snapshot` is called once the snapshot is fixed and
+    counted, before pg_dump runs (a backup set releases its write locks there)."""
     _check_schema(schema)
-    return _backup(dsn, out, schema=schema, include=tuple(include), backup_id=backup_id)
+    return _backup(dsn, out, schema=schema, include=tuple(include), backup_id=backup_id, on_snapshot=on_snapshot)
 
 
 def backup_database(dsn: str, out: BinaryIO | Path, *, backup_id: str | None = None) -> CatalogManifest:
@@ -264,7 +266,7 @@ def backup_database(dsn: str, out: BinaryIO | Path, *, backup_id: str | None = N
 
 
 def _backup(dsn: str, out: BinaryIO | Path, *, schema: str | None, include: tuple[str, ...],
-            backup_id: str | None) -> CatalogManifest:
+            backup_id: str | None, on_snapshot: Callable[[], None] | None = None) -> CatalogManifest:
     conninfo, env, password = _libpq(dsn)
     created_at = datetime.now(UTC)
     with _connect(dsn) as conn:
@@ -279,6 +281,8 @@ def _backup(dsn: str, out: BinaryIO | Path, *, schema: str | None, include: tupl
                 raise BackupError(f"no table {', '.join(missing)} in schema {schema}")
             tables = [(s, t) for s, t in tables if t in include]
         counts = {(t if schema else f"{s}.{t}"): _count(conn, s, t) for s, t in tables}
+        if on_snapshot is not None:
+            on_snapshot()
         pg_dump = find_pg_tool("pg_dump", major)
         cmd = [str(pg_dump), "-Fc", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
                f"--dbname={conninfo}"]
