@@ -22,6 +22,9 @@ kb_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Knowledg
 app.add_typer(kb_app, name="kb")
 keys_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="API keys of the query service.")
 app.add_typer(keys_app, name="keys")
+backups_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Backup sets in the artifact store (QUIVR_ARTIFACTS_URI).")
+app.add_typer(backups_app, name="backups")
 
 
 class SearchModeChoice(StrEnum):
@@ -730,6 +733,154 @@ def loadtest(
     if not report["successes"]:
         raise typer.Exit(code=1)
 
+
+
+# -- backups ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _backup_context(settings, restoring: bool = False):
+    from quivr_pipelines.core.artifacts import build_artifact_store
+    from quivr_pipelines.core.backups import crypto
+    from quivr_pipelines.core.backups.backup_set import BackupContext
+    from quivr_pipelines.core.factory import build_vector_store, open_database
+
+    if settings.qdrant_url:
+        _fail("backups of a Qdrant server's collections are not supported yet: take its snapshots with "
+              "Qdrant's own API (the embedded engine is backed up here)")
+    try:
+        recipients = crypto.recipients_from_env(settings.backup_age_recipients)
+        identity = settings.backup_age_identity.get_secret_value() if settings.backup_age_identity else None
+        identities = crypto.identities_from_env(identity, settings.backup_age_identity_file) if restoring else []
+    except ValueError as exc:
+        _fail(str(exc))
+    db, store = open_database(settings), build_vector_store(settings)
+    try:
+        yield BackupContext(db=db, vectors=store, artifacts=build_artifact_store(settings), recipients=recipients,
+                            identities=identities, say=lambda line: typer.echo(line, err=True))
+    finally:
+        store.close()
+        db.close()
+
+
+@app.command()
+def backup(as_json: bool = typer.Option(False, "--json", help="Print the set's manifest as JSON.")):
+    """Back up the catalog and every collection now, as one set in the artifact store
+    (encrypted to QUIVR_BACKUP_AGE_RECIPIENTS when set)."""
+    from quivr_pipelines.core.backups.backup_set import describe, dumps, take_backup_set
+
+    settings = _settings()
+    with _backup_context(settings) as ctx:
+        try:
+            manifest = take_backup_set(ctx)
+        except Exception as exc:  # noqa: BLE001 - one line; the failed set is recorded in the store
+            _fail(f"backup failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        typer.echo(dumps(manifest.to_dict()))
+        return
+    line = describe(manifest)
+    sizes = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in line["components"].items())
+    typer.echo(f"backup set {manifest.id}: {sizes}; {len(manifest.components['vectors']['collections'])} "
+               f"collections; {'encrypted (age)' if manifest.encrypted else 'not encrypted'}; "
+               f"writers waited {manifest.components['vectors'].get('writers_held_seconds', 0):.2f} s")
+
+
+@backups_app.command("list")
+def backups_list(as_json: bool = typer.Option(False, "--json")):
+    """The backup sets, oldest first."""
+    from quivr_pipelines.core.artifacts import build_artifact_store
+    from quivr_pipelines.core.backups.backup_set import describe, dumps
+    from quivr_pipelines.core.backups.sets import list_sets
+
+    lines = [describe(s) for s in list_sets(build_artifact_store(_settings()))]
+    if as_json:
+        typer.echo(dumps({"sets": lines}))
+        return
+    if not lines:
+        typer.echo("no backup sets yet (run `quivr-pipelines backup`)")
+    for line in lines:
+        sizes = " ".join(f"{name}={size / 1e6:.2f}MB" for name, size in line["components"].items())
+        typer.echo(f"{line['id']}  {line['status']:<8}  {sizes}  {'age' if line['encrypted'] else 'plain'}  "
+                   f"kbs={','.join(line['kbs']) or '-'}")
+
+
+@backups_app.command("keygen")
+def backups_keygen(identity_file: Path = typer.Argument(..., help="Where to write the private key (mode 0600).")):
+    """Make an age key pair for encrypted backups: the private key goes to IDENTITY_FILE (keep it
+    away from the backups; QUIVR_BACKUP_AGE_IDENTITY_FILE for a restore), the public key is printed
+    (QUIVR_BACKUP_AGE_RECIPIENTS)."""
+    from pyrage import x25519
+
+    if identity_file.exists():
+        _fail(f"{identity_file} exists: not overwritten")
+    identity = x25519.Identity.generate()
+    descriptor = os.open(identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(f"# quivr-pipelines backups; public key: {identity.to_public()}\n{identity}\n")
+    typer.echo(str(identity.to_public()))
+
+
+@backups_app.command("prune")
+def backups_prune(dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted.")):
+    """Delete what is past its retention (QUIVR_BACKUP_KEEP_*_DAYS); the newest complete set stays."""
+    from datetime import timedelta
+
+    from quivr_pipelines.core.artifacts import build_artifact_store
+    from quivr_pipelines.core.backups.sets import apply_retention, plan_retention
+
+    settings = _settings()
+    artifacts = build_artifact_store(settings)
+    keep = {"catalog": timedelta(days=settings.backup_keep_catalog_days),
+            "vectors": timedelta(days=settings.backup_keep_vectors_days),
+            "config": timedelta(days=settings.backup_keep_config_days)}
+    plan = plan_retention(artifacts, keep)
+    for expiry in plan:
+        what = expiry.component or "whole set"
+        typer.echo(f"{'would delete' if dry_run else 'deleting'} {expiry.set_id} {what} "
+                   f"({expiry.bytes / 1e6:.2f} MB): {expiry.reason}")
+    freed = 0 if dry_run else apply_retention(artifacts, plan)
+    total = sum(e.bytes for e in plan)
+    typer.echo(f"{len(plan)} to delete, {total / 1e6:.2f} MB" + ("" if dry_run else f"; freed {freed / 1e6:.2f} MB"))
+
+
+@app.command()
+def restore(
+    set_id: str = typer.Argument(..., help="The backup set (see `backups list`)."),
+    target_schema: str = typer.Option(None, "--target-schema",
+                                      help="The new schema of the catalog (default <schema>_r<set time>)."),
+    collection_suffix: str = typer.Option(None, "--collection-suffix",
+                                          help="Appended to each restored collection (default __r<set time>)."),
+    only: str = typer.Option(None, "--only", help="catalog or vectors (default: both)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Restore a backup set into new targets (never over live data): every file is checked
+    against its checksum first, then row and point counts after."""
+    from quivr_pipelines.core.backups.backup_set import BackupSetError, dumps, restore_set
+    from quivr_pipelines.core.backups.catalog import BackupError
+    from quivr_pipelines.core.backups.crypto import BackupKeyError
+    from quivr_pipelines.core.backups.vectors import VectorBackupError
+
+    if only not in (None, "catalog", "vectors"):
+        raise typer.BadParameter("catalog or vectors", param_hint="--only")
+    settings = _settings()
+    with _backup_context(settings, restoring=True) as ctx:
+        try:
+            result = restore_set(ctx, set_id, target_schema=target_schema, collection_suffix=collection_suffix,
+                                 components=(only,) if only else ("catalog", "vectors"))
+        except (BackupSetError, BackupError, BackupKeyError, VectorBackupError, ValueError) as exc:
+            _fail(str(exc))
+    if as_json:
+        typer.echo(dumps(result.as_dict()))
+        return
+    if result.schema:
+        rows = sum(found or 0 for _, found in result.tables.values())
+        typer.echo(f"catalog restored as schema {result.schema}: {len(result.tables)} tables, {rows} rows, "
+                   "counts match the backup")
+    for name, restored in result.collections.items():
+        expected, found = result.points[restored]
+        typer.echo(f"{name} restored as {restored}: {found} points (backup: {expected})")
+    original = {restored: name for name, restored in result.collections.items()}
+    for alias, collection in result.aliases.items():
+        typer.echo(f"alias {alias} served {original[collection]} at the backup; its restored copy is {collection} "
+                   "(the live alias was not changed)")
 
 if __name__ == "__main__":
     app()

@@ -177,6 +177,16 @@ class Settings(BaseSettings):
     embedding_price_per_million: float | None = Field(default=None, ge=0)
     reembed_page_size: int = Field(default=256, ge=1, le=4096)  # points embedded per round (and per cursor step)
 
+    # Backups (`backup`, `backups`, `restore`): age recipients (public keys) that backup files are
+    # encrypted to (unset: not encrypted), the private key(s) a restore decrypts with, and how many
+    # days each component is kept (the newest complete set is always kept).
+    backup_age_recipients: str | None = None
+    backup_age_identity: SecretStr | None = None
+    backup_age_identity_file: Path | None = None
+    backup_keep_catalog_days: float = Field(default=30, gt=0)
+    backup_keep_vectors_days: float = Field(default=14, gt=0)
+    backup_keep_config_days: float = Field(default=90, gt=0)
+
     # Object-store sync (object_store_sensor).
     sync_delete_after_misses: int = Field(default=2, ge=1)
     sync_delete_dry_run: bool = False
