@@ -82,3 +82,5 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, identities: list, name: str = "
             raise BackupKeyError(f"{name} is encrypted (age) and no configured identity matches its "
                                  "recipients") from None
         raise BackupKeyError(f"{name} cannot be decrypted: {reason.lower()} (damaged or truncated)") from None
+    except OSError as exc:  # pyrage reports a damaged payload chunk as an OSError while streaming
+        raise BackupKeyError(f"{name} cannot be decrypted: {exc} (damaged or truncated)") from None
