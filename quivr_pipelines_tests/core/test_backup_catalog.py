@@ -370,3 +370,12 @@ def test_a_role_without_createdb_is_told_before_anything_is_restored(embedded_ds
         with psycopg.connect(embedded_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_backup_streams_into_any_binary_file_object(postgres_dsn, db_schema, tmp_path):
+    """What an artifact store's open_write hands over: written in chunks, never a path."""
+    apply_migrations(postgres_dsn, db_schema)
+    with (tmp_path / "stream.dump").open("wb") as handle:
+        manifest = backup_catalog(postgres_dsn, db_schema, handle)
+    verify_file(tmp_path / "stream.dump", manifest)
+    assert manifest.tables["schema_migrations"] > 0
