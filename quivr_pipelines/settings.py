@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     backup_keep_catalog_days: float = Field(default=30, gt=0)
     backup_keep_vectors_days: float = Field(default=14, gt=0)
     backup_keep_config_days: float = Field(default=90, gt=0)
+    backup_cron: str = "0 2 * * *"  # backup_schedule (the Dagster daemon's time zone, UTC by default)
+    backup_max_age_hours: float = Field(default=26, gt=0)  # check_backup_recent fails past this
 
     # Object-store sync (object_store_sensor).
     sync_delete_after_misses: int = Field(default=2, ge=1)

@@ -23,17 +23,21 @@ def test_code_location_resolves_everything():
     assert {s.name for s in definitions.sensors} >= {"object_store_sensor"}
     assert {s.name for s in definitions.schedules} >= {"vector_index_schedule"}
     assert {"ingest_documents_job", "vector_index_job"} <= jobs
-    assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database", "parser", "sync"}
+    assert set(definitions.resources) == {"object_store", "vector_store", "embedder", "database", "parser", "sync",
+                                      "backups"}
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {"indexed_documents": "ingestion", "vector_indexes": "maintenance",
                       "kb_reconciliation": "maintenance", "pruned_documents": "maintenance",
                       "kb_generation": "reembedding", "kb_serving_generation": "reembedding",
-                      "retired_generations": "reembedding"}
+                      "retired_generations": "reembedding", "backup_set": "backups",
+                      "backup_retention": "backups"}
     assert {"reembed_job", "reembed_rollback_job", "generation_cleanup_job"} <= jobs
-    assert {s.name for s in definitions.schedules} >= {"generation_cleanup_schedule"}
+    assert {s.name for s in definitions.schedules} >= {"generation_cleanup_schedule", "backup_schedule"}
+    assert "backup_job" in jobs
     checks = {key.name for key in graph.asset_check_keys}
     assert {f"check_generation_{name}" for name in ("documents_complete", "dimensions", "fingerprint",
                                                       "payload_indexes", "retrieval_quality")} <= checks
+    assert "check_backup_recent" in checks
 
 
 def test_workspace_file_points_at_the_code_location():

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from quivr_pipelines.resources.backups import BackupResource
 from quivr_pipelines.resources.database import DatabaseResource
 from quivr_pipelines.resources.embedder import EmbedderResource, LocalEmbedderResource, OpenAIEmbedderResource
 from quivr_pipelines.resources.object_store import LocalFolderResource, ObjectStoreResource, S3Resource
@@ -29,7 +30,7 @@ from quivr_pipelines.resources.vector_store import (
 from quivr_pipelines.settings import Settings
 
 __all__ = [
-    "DatabaseResource", "EmbedderResource", "LocalEmbedderResource", "OpenAIEmbedderResource",
+    "BackupResource", "DatabaseResource", "EmbedderResource", "LocalEmbedderResource", "OpenAIEmbedderResource",
     "ObjectStoreResource", "LocalFolderResource", "S3Resource", "ParserResource", "SyncResource",
     "VectorStoreResource", "EmbeddedVectorStoreResource", "QdrantServerResource",
     "resources_from_settings",
@@ -84,5 +85,12 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         max_run_megabytes=settings.sync_max_run_megabytes,
         request_timeout_minutes=settings.sync_request_timeout_minutes,
         delete_after_misses=settings.sync_delete_after_misses, delete_dry_run=settings.sync_delete_dry_run)
+    s3 = settings.artifacts_s3
+    backups = BackupResource(
+        folder=None if s3 else str(settings.artifacts_dir), bucket=s3[0] if s3 else None, prefix=s3[1] if s3 else "",
+        region=settings.s3_region, endpoint_url=settings.s3_endpoint_url, sse=settings.artifacts_s3_sse,
+        sse_kms_key_id=settings.artifacts_s3_kms_key_id, age_recipients=settings.backup_age_recipients,
+        keep_catalog_days=settings.backup_keep_catalog_days, keep_vectors_days=settings.backup_keep_vectors_days,
+        keep_config_days=settings.backup_keep_config_days, max_age_hours=settings.backup_max_age_hours)
     return {"object_store": object_store, "vector_store": vector_store, "embedder": embedder,
-            "database": database, "parser": parser, "sync": sync}
+            "database": database, "parser": parser, "sync": sync, "backups": backups}
