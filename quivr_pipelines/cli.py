@@ -772,7 +772,9 @@ def backup(as_json: bool = typer.Option(False, "--json", help="Print the set's m
         try:
             manifest = take_backup_set(ctx)
         except Exception as exc:  # noqa: BLE001 - one line; the failed set is recorded in the store
-            _fail(f"backup failed: {type(exc).__name__}: {exc}")
+            from quivr_pipelines.core.redaction import redact
+
+            _fail(redact(f"backup failed: {type(exc).__name__}: {exc}"))
     if as_json:
         typer.echo(dumps(manifest.to_dict()))
         return

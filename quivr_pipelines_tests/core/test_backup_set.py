@@ -146,3 +146,8 @@ def test_unknown_and_clashing_restores_say_why(live):
     assert first.collections and first.schema is None
     with pytest.raises(BackupSetError, match="exist already.*--collection-suffix"):
         restore_set(context(live), manifest.id, components=("vectors",))
+    with pytest.raises(BackupSetError, match="invalid collection names"):
+        restore_set(context(live), manifest.id, collection_suffix="/../x")
+    with psycopg.connect(live["db"].dsn) as conn:  # refused before the catalog was restored
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s",
+                            (live["db"].schema + "_r%",)).fetchone()[0] == 0

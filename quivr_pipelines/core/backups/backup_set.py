@@ -227,6 +227,12 @@ def restore_set(ctx: BackupContext, set_id: str, *, target_schema: str | None = 
         entries = {e["collection"]: vector_backup.CollectionBackup.from_dict(e)
                    for e in vector_part.get("collections", [])}
         if "vectors" in wanted:
+            from quivr_pipelines.core.vectorstore.embedded import COLLECTION_NAME
+
+            bad = sorted(n + suffix for n in entries if not COLLECTION_NAME.match(n + suffix))
+            if bad:
+                raise BackupSetError(f"--collection-suffix {suffix!r} makes invalid collection names ({bad[0]}: "
+                                     "letters, digits, '_' and '-', at most 200); nothing was restored")
             existing = set(ctx.vectors.list_collections())
             clashes = sorted(n + suffix for n in entries if n + suffix in existing)
             if clashes:
