@@ -740,7 +740,7 @@ def loadtest(
 def _backup_context(settings, restoring: bool = False):
     from quivr_pipelines.core.artifacts import build_artifact_store
     from quivr_pipelines.core.backups import crypto
-    from quivr_pipelines.core.backups.backup_set import BackupContext
+    from quivr_pipelines.core.backups.backup_set import BackupContext, project_root
     from quivr_pipelines.core.factory import build_vector_store, open_database
 
     if settings.qdrant_url:
@@ -755,7 +755,8 @@ def _backup_context(settings, restoring: bool = False):
     db, store = open_database(settings), build_vector_store(settings)
     try:
         yield BackupContext(db=db, vectors=store, artifacts=build_artifact_store(settings), recipients=recipients,
-                            identities=identities, say=lambda line: typer.echo(line, err=True))
+                            identities=identities, project_root=project_root(), environ=dict(os.environ),
+                            say=lambda line: typer.echo(line, err=True))
     finally:
         store.close()
         db.close()

@@ -151,3 +151,22 @@ def test_unknown_and_clashing_restores_say_why(live):
     with psycopg.connect(live["db"].dsn) as conn:  # refused before the catalog was restored
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s",
                             (live["db"].schema + "_r%",)).fetchone()[0] == 0
+
+
+def test_the_configuration_is_in_the_set_with_its_secrets_redacted(live, tmp_path):
+    import gzip
+
+    root = tmp_path / "project"
+    (root / "deploy").mkdir(parents=True)
+    (root / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (root / "deploy" / "values.yaml").write_text("replicas: 2\n")
+    secret = "sk-backup-test-0123456789abcdef"
+    environ = {"OPENAI_API_KEY": secret, "QUIVR_DATA_DIR": "/srv/quivr"}
+    manifest = take_backup_set(context(live, project_root=root, environ=environ))
+    part = manifest.components["config"]
+    assert {m["path"] for m in part["members"]} >= {"dagster.yaml", "deploy/values.yaml"}
+    assert "OPENAI_API_KEY" in part["redacted_names"]
+    with live["artifacts"].open_read(part["files"][0]["key"]) as src:
+        stored = src.read()
+    assert secret.encode() not in stored and secret.encode() not in gzip.decompress(stored)
+    assert b"/srv/quivr" in gzip.decompress(stored)

@@ -79,6 +79,13 @@ class _Hashing:
         pass
 
 
+def project_root(start: Path | None = None) -> Path | None:
+    """The deployment's configuration folder for the `config` component: the working directory
+    when it holds dagster.yaml or workspace.yaml (where `dagster dev` and the CLI run), else None."""
+    root = Path(start or Path.cwd())
+    return root if any((root / name).is_file() for name in ("dagster.yaml", "workspace.yaml")) else None
+
+
 def _store(ctx: BackupContext, key: str, path: Path) -> dict:
     """Upload a staged file (encrypted when recipients are set); its entry for the manifest."""
     with path.open("rb") as src, ctx.artifacts.open_write(key) as out:
@@ -144,7 +151,10 @@ def take_backup_set(ctx: BackupContext, set_id: str | None = None) -> SetManifes
             tar = scratch / "config.tar.gz"
             with tar.open("wb") as out:
                 config = config_backup.collect_configuration(ctx.project_root, ctx.environ, out)
-            manifest.components["config"] = {**config.to_dict(), "files": [_store(ctx, prefix + "config.tar.gz", tar)]}
+            described = config.to_dict()  # its "files" are the tar's members; the set's "files" what is stored
+            manifest.components["config"] = {**{k: v for k, v in described.items() if k != "files"},
+                                             "members": described.get("files", []),
+                                             "files": [_store(ctx, prefix + "config.tar.gz", tar)]}
         manifest.status = COMPLETE
         write_manifest(ctx.artifacts, manifest)
         return manifest

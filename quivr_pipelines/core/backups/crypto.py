@@ -22,7 +22,11 @@ HEADER = b"age-encryption.org/v1"
 SEPARATORS = re.compile(r"[\s,]+")
 
 
-class BackupKeyError(RuntimeError):
+class BackupError(RuntimeError):
+    """A backup file that cannot be written or read back; one line, no secret."""
+
+
+class BackupKeyError(BackupError):
     """A file that cannot be encrypted or decrypted with the configured keys; one line, no key."""
 
 

@@ -1,12 +1,13 @@
 """The backup assets, their check, job and schedule (see the package docstring)."""
 
 
+import os
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from quivr_pipelines.core.backups.backup_set import BackupContext, describe, take_backup_set
+from quivr_pipelines.core.backups.backup_set import BackupContext, describe, project_root, take_backup_set
 from quivr_pipelines.core.backups.sets import apply_retention, latest_complete, list_sets, plan_retention
 from quivr_pipelines.resources import BackupResource, DatabaseResource, VectorStoreResource
 from quivr_pipelines.settings import get_settings
@@ -24,7 +25,7 @@ def backup_set(context: dg.AssetExecutionContext, backups: BackupResource, datab
         raise dg.Failure("backups of a Qdrant server's collections are not supported yet: take its snapshots "
                          "with Qdrant's own API (the embedded engine is backed up here)")
     ctx = BackupContext(db=database.get(), vectors=store, artifacts=backups.get(), recipients=backups.recipients(),
-                        say=context.log.info)
+                        project_root=project_root(), environ=dict(os.environ), say=context.log.info)
     manifest = take_backup_set(ctx)
     line = describe(manifest)
     vectors = manifest.components["vectors"]
