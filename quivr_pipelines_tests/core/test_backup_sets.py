@@ -102,3 +102,14 @@ def test_an_unfinished_run_is_removed_once_old_and_a_component_without_an_age_is
     assert plan_retention(artifacts, KEEP) == []
     apply_retention(artifacts, plan, now=NOW)
     assert artifacts.head(orphan) is None
+
+
+def test_a_failed_run_with_nothing_in_it_goes_once_old(artifacts):
+    make_set(artifacts, 1)
+    failed = SetManifest(id=new_set_id(NOW - timedelta(days=200)), created_at=NOW - timedelta(days=200),
+                         status=FAILED, errors=["BackupError: pg_dump failed"])
+    write_manifest(artifacts, failed)
+    plan = plan_retention(artifacts, KEEP, now=NOW)
+    assert [(e.set_id, e.component, e.reason) for e in plan] == [(failed.id, None, "a failed backup run")]
+    apply_retention(artifacts, plan, now=NOW)
+    assert failed.id not in {s.id for s in list_sets(artifacts)}

@@ -108,7 +108,7 @@ class Expiry:
 def plan_retention(artifacts, keep: dict[str, timedelta], now: datetime | None = None) -> list[Expiry]:
     """What `keep` (component -> age) expires now. A component with no age in `keep` is kept; the
     newest complete set is kept whole; an unfinished run (no manifest) older than the longest age
-    in `keep`, or a day, goes."""
+    in `keep`, or a day, goes; so does a failed run with nothing kept."""
     now = now or datetime.now(UTC)
     sets = {s.id: s for s in list_sets(artifacts)}
     newest = latest_complete(sets.values())
@@ -129,6 +129,10 @@ def plan_retention(artifacts, keep: dict[str, timedelta], now: datetime | None =
         if newest is not None and set_id == newest.id:
             continue
         age = now - manifest.created_at
+        if manifest.status != COMPLETE and not manifest.live_components() and age > unfinished_age:
+            plan.append(Expiry(set_id, None, tuple(i.key for i in infos), sum(i.size for i in infos),
+                               f"a {manifest.status} backup run"))
+            continue
         expiring = [name for name in manifest.live_components() if name in keep and age > keep[name]]
         if not expiring:
             continue
