@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from quivr_pipelines.core import generations
 from quivr_pipelines.core.backups import catalog as catalog_backup
@@ -40,6 +39,7 @@ from quivr_pipelines.core.backups.sets import (
     set_prefix,
     write_manifest,
 )
+from quivr_pipelines.core.backups.streams import HashingWriter, file_sha256
 from quivr_pipelines.core.catalog import repository
 
 log = logging.getLogger(__name__)
@@ -65,20 +65,6 @@ class BackupContext:
     say: Callable[[str], None] = log.info
 
 
-class _Hashing:
-    def __init__(self, out: BinaryIO):
-        self.out, self.size, self.digest = out, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.out.write(data)
-        self.size += len(data)
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
 def project_root(start: Path | None = None) -> Path | None:
     """The deployment's configuration folder for the `config` component: the working directory
     when it holds dagster.yaml or workspace.yaml (where `dagster dev` and the CLI run), else None."""
@@ -89,7 +75,7 @@ def project_root(start: Path | None = None) -> Path | None:
 def _store(ctx: BackupContext, key: str, path: Path) -> dict:
     """Upload a staged file (encrypted when recipients are set); its entry for the manifest."""
     with path.open("rb") as src, ctx.artifacts.open_write(key) as out:
-        hashing = _Hashing(out)
+        hashing = HashingWriter(out)
         if ctx.recipients:
             crypto.encrypt_stream(src, hashing, ctx.recipients)
         else:
@@ -258,7 +244,7 @@ def restore_set(ctx: BackupContext, set_id: str, *, target_schema: str | None = 
                 ctx.db.dsn, fetched[part["files"][0]["key"]],
                 catalog_backup.CatalogManifest.from_dict(
                     {**{k: v for k, v in part.items() if k != "files"},
-                     "size": part["files"][0]["plain_size"], "sha256": _sha256(fetched[part["files"][0]["key"]])}),
+                     "size": part["files"][0]["plain_size"], "sha256": file_sha256(fetched[part["files"][0]["key"]])}),
                 target_schema=target_schema)
             result.schema, result.tables = report.schema, report.tables
         if "vectors" in wanted:
@@ -267,7 +253,7 @@ def restore_set(ctx: BackupContext, set_id: str, *, target_schema: str | None = 
                 entry = entries[name]
                 plain = fetched[file["key"]]
                 entry = vector_backup.CollectionBackup(**{**entry.to_dict(), "size": plain.stat().st_size,
-                                                          "sha256": _sha256(plain)})
+                                                          "sha256": file_sha256(plain)})
                 with plain.open("rb") as src:
                     found = vector_backup.restore_collection(ctx.vectors, src, entry, name + suffix)
                 plain.unlink()
@@ -279,14 +265,6 @@ def restore_set(ctx: BackupContext, set_id: str, *, target_schema: str | None = 
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe(manifest: SetManifest) -> dict:

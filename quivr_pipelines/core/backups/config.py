@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from quivr_pipelines.core.backups.crypto import BackupError
+from quivr_pipelines.core.backups.streams import HashingWriter, file_sha256
 
 ENV_PREFIXES = ("QUIVR_", "DAGSTER_", "OPENAI_", "PG", "AWS_", "QDRANT_")
 # settings.py SecretStr fields with their aliases, and the cloud/driver secrets the stack reads.
@@ -100,35 +101,12 @@ def _skip_reason(path: Path, root: Path) -> str | None:
     return None
 
 
-class _Hashing:
-    """The tar's output: hashed and counted as it is written (no second read)."""
-
-    def __init__(self, dst: BinaryIO):
-        self._dst, self.sha, self.size = dst, hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self._dst.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._dst.flush()
-
-
-def _file_sha(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
-
 
 def collect_configuration(project_root: Path, environ: Mapping[str, str], out: BinaryIO) -> ConfigManifest:
     """Write the configuration tar.gz to `out` (streamed) and return its manifest."""
     root = Path(project_root).resolve()
     manifest = ConfigManifest(id=uuid.uuid4().hex, created_at=datetime.now(UTC).isoformat())
-    sink = _Hashing(out)
+    sink = HashingWriter(out)
     with tarfile.open(fileobj=sink, mode="w|gz") as tar:
         for path in _candidates(root):
             relative = path.relative_to(root).as_posix()
@@ -144,7 +122,7 @@ def collect_configuration(project_root: Path, environ: Mapping[str, str], out: B
             info.uname = info.gname = ""
             with real.open("rb") as handle:
                 tar.addfile(info, handle)
-            manifest.files.append({"path": relative, "size": info.size, "sha256": _file_sha(real)})
+            manifest.files.append({"path": relative, "size": info.size, "sha256": file_sha256(real)})
         env, manifest.redacted_names = redacted_environment(environ)
         manifest.env_names = list(env)
         data = json.dumps(env, indent=2, sort_keys=True).encode()
@@ -153,7 +131,7 @@ def collect_configuration(project_root: Path, environ: Mapping[str, str], out: B
         tar.addfile(info, io.BytesIO(data))
         manifest.files.append({"path": ENVIRONMENT_MEMBER, "size": len(data),
                                "sha256": hashlib.sha256(data).hexdigest()})
-    manifest.sha256, manifest.size = sink.sha.hexdigest(), sink.size
+    manifest.sha256, manifest.size = sink.digest.hexdigest(), sink.size
     return manifest
 
 

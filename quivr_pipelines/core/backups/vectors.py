@@ -25,6 +25,8 @@ from typing import BinaryIO
 
 from qdrant_edge import CountRequest, EdgeShard
 
+from quivr_pipelines.core.backups.streams import HashingWriter
+
 FORMAT = "qdrant-edge-shard-tar-gz"
 BLOCK = 1 << 20
 ZERO = bytes(BLOCK)
@@ -56,24 +58,6 @@ class CollectionBackup:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-class _Counting:
-    """A write-only file object that counts and hashes what passes to `out`."""
-
-    def __init__(self, out: BinaryIO):
-        self.out, self.size, self.digest = out, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.out.write(data)
-        self.size += len(data)
-        self.digest.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        flush = getattr(self.out, "flush", None)
-        if flush:
-            flush()
-
-
 @dataclass(frozen=True)
 class ShardCopy:
     """A collection's shard copied consistently into a staging folder, not yet archived."""
@@ -98,7 +82,7 @@ def copy_collection(store, collection: str, staging: Path) -> ShardCopy:
 def archive_copy(copy: ShardCopy, out: BinaryIO) -> CollectionBackup:
     """Stream the copy's archive to `out` (the long part, with nothing held)."""
     started = time.perf_counter()
-    counting = _Counting(out)
+    counting = HashingWriter(out)
     gz = _GzipWriter(counting)
     with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BLOCK) as tar:
         for path in sorted(copy.path.rglob("*")):
