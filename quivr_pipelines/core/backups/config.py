@@ -40,7 +40,6 @@ REDACTED = "***redacted***"
 FILES = ("dagster.yaml", "workspace.yaml", "pyproject.toml")
 MAX_FILE_BYTES = 5 * 1024 * 1024
 ENVIRONMENT_MEMBER = "environment.json"
-_CHUNK = 1 << 20
 
 
 @dataclass
